@@ -1,0 +1,34 @@
+# rramlib: `make test` runs the tests, `make sweep` runs the quick drift sweep.
+# Both create a local virtual environment (.venv) on first use and install what they need.
+PYTHON  ?= python3
+VENV    ?= .venv
+PROFILE ?= quick
+PRESETS ?= relative_gaussian ibm_cmo_reram ibm_pcm measured
+OUT     ?= results/$(PROFILE)
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.rramlib-installed
+
+.PHONY: install test sweep benchmark clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev,book]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+sweep: $(STAMP)
+	mkdir -p $(OUT)
+	for preset in $(PRESETS); do \
+	  $(PY) -m rramlib sweep --profile $(PROFILE) --preset $$preset --out $(OUT)/sweep_$$preset.json || exit 1; \
+	done
+
+benchmark: $(STAMP)
+	$(PY) benchmarks/drift_sweep.py
+
+clean:
+	rm -rf $(VENV) .rramlib_cache results

@@ -1,0 +1,73 @@
+"""Cost of a drift sweep relative to plain inference over the same images, measured side by side.
+
+A sweep over T times x S chips evaluates the test set T*S times, each time on freshly
+drifted weights (plus one programming per chip). Plain inference evaluates the same
+drift-free model T*S times. The ratio (sweep / plain) is the overhead the drift
+simulation adds; the goal is <= 1.2.
+
+    python benchmarks/drift_sweep.py [--profile quick] [--repeats 3] [--out FILE.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from rramlib.analog import AnalogModel
+from rramlib.cache import Cache, default_cache_dir
+from rramlib.data import as_tensors
+from rramlib.drift import PRESETS
+from rramlib.evaluate import accuracy
+from rramlib.experiments import EVAL_CHIP_BASE, get_profile, run_metadata, train_base_model
+from rramlib.times import parse_time
+
+
+def plain(model, test, n):
+    for _ in range(n):
+        accuracy(model, test)
+
+
+def sweep(analog, test, times, chips):
+    for seed in chips:
+        analog.program(seed)
+        for t in times:
+            accuracy(analog.at(t), test)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="quick", help="profile whose model and time grid are used")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions; the minimum is reported")
+    parser.add_argument("--out", default=None, help="write the measurements to this JSON file")
+    args = parser.parse_args()
+
+    profile = get_profile(args.profile)
+    base = train_base_model(profile, cache=Cache(default_cache_dir()), progress=True)
+    test = as_tensors(base.splits.test)
+    times = [parse_time(t) for t in profile.times]
+    chips = [EVAL_CHIP_BASE + i for i in range(profile.chips)]
+    n = len(times) * len(chips)
+    rows = []
+    with torch.inference_mode():
+        for preset in PRESETS:
+            analog = AnalogModel(base.model, preset, seed=chips[0])
+            plain(base.model, test, 2)  # warm-up
+            sweep(analog, test, times[:1], chips[:1])
+            t_plain, t_sweep = [], []
+            for _ in range(args.repeats):  # interleaved, so both see the same machine state
+                start = time.perf_counter(); plain(base.model, test, n); t_plain.append(time.perf_counter() - start)
+                start = time.perf_counter(); sweep(analog, test, times, chips); t_sweep.append(time.perf_counter() - start)
+            rows.append({"preset": preset, "evaluations": n, "images": n * len(test[1]),
+                         "plain_s": min(t_plain), "sweep_s": min(t_sweep), "ratio": min(t_sweep) / min(t_plain)})
+            print(f"{preset:18s} {n} evaluations x {len(test[1])} images: plain {min(t_plain):.3f} s, "
+                  f"sweep {min(t_sweep):.3f} s, ratio {rows[-1]['ratio']:.2f}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"metadata": run_metadata(profile=profile.name, threads=torch.get_num_threads()),
+                       "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

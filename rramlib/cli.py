@@ -1,0 +1,156 @@
+"""The ``rramlib`` command line.
+
+Every bad input (unknown preset, malformed drift table, missing dataset ...) ends
+with one line ``error: ...`` on stderr and exit code 2, before any heavy work.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from . import __version__
+from .errors import RramlibError
+
+__all__ = ["main"]
+
+
+def _parse_param(text: str) -> tuple[str, object]:
+    """``name=value`` with value read as int, float, bool or string."""
+    if "=" not in text:
+        raise RramlibError(f"drift parameter {text!r} must look like name=value")
+    name, value = text.split("=", 1)
+    for convert in (int, float):
+        try:
+            return name.strip(), convert(value)
+        except ValueError:
+            pass
+    if value.lower() in ("true", "false"):
+        return name.strip(), value.lower() == "true"
+    return name.strip(), value
+
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .times import TIME_GRID
+
+    parser = argparse.ArgumentParser(prog="rramlib", description="RRAM drift simulation and compensation.")
+    parser.add_argument("--version", action="version", version=f"rramlib {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sweep = sub.add_parser("sweep", help="accuracy vs time after programming, over several chips",
+                           description="Train (or load from the cache) the profile's base model, program it "
+                                       "on simulated RRAM chips and write accuracy over the time grid to JSON.")
+    sweep.add_argument("--profile", default="quick", help="smoke, quick (default) or paper")
+    sweep.add_argument("--preset", default="relative_gaussian", help="drift preset (see `rramlib presets`)")
+    sweep.add_argument("--methods", type=_csv, default=["none"], help="comma-separated compensation methods")
+    sweep.add_argument("--drift-scale", type=float, default=None, help="multiplies the preset's drift")
+    sweep.add_argument("--drift-param", action="append", default=[], metavar="NAME=VALUE",
+                       help="a preset parameter, e.g. rd=0.3 or table=drift.csv (repeatable)")
+    sweep.add_argument("--mapping", choices=["differential", "single"], default=None,
+                       help="weight-to-conductance mapping (default: the preset's)")
+    sweep.add_argument("--per-channel", action="store_true", help="scale weights per output channel")
+    sweep.add_argument("--n-levels", type=int, default=None, help="quantise conductances to N levels")
+    sweep.add_argument("--times", type=_csv, default=None,
+                       help=f"comma-separated times (default: the grid {','.join(TIME_GRID)})")
+    sweep.add_argument("--chips", type=int, default=None, help="number of evaluation chips")
+    sweep.add_argument("--dataset", default=None, help="override the profile's dataset")
+    sweep.add_argument("--model", default=None, help="override the profile's model")
+    sweep.add_argument("--epochs", type=int, default=None, help="override the profile's training epochs")
+    sweep.add_argument("--device", default=None, help="cpu, cuda or auto (default: the profile's)")
+    sweep.add_argument("--data-root", default=None, help="folder holding the dataset (CIFAR, ImageFolder)")
+    sweep.add_argument("--download", action="store_true", help="download the dataset into --data-root")
+    sweep.add_argument("--cache-dir", default=None, help="results cache (default: $RRAMLIB_CACHE or .rramlib_cache)")
+    sweep.add_argument("--no-cache", action="store_true", help="compute everything, store nothing")
+    sweep.add_argument("--out", required=True, help="JSON file to write")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    sub.add_parser("presets", help="list the drift presets and their parameters")
+    sub.add_parser("profiles", help="list the profiles")
+    return parser
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .cache import Cache, default_cache_dir
+    from .experiments import SweepConfig, get_profile
+
+    if args.data_root is not None and not Path(args.data_root).exists() and not args.download:
+        raise RramlibError(f"dataset root {args.data_root!r} does not exist")
+    out = Path(args.out)
+    if not out.parent.exists():
+        raise RramlibError(f"output folder {str(out.parent)!r} does not exist")
+    params = dict(_parse_param(p) for p in args.drift_param)
+    if args.drift_scale is not None:
+        params["drift_scale"] = args.drift_scale
+    overrides = {k: v for k, v in {"dataset": args.dataset, "model": args.model, "device": args.device}.items()
+                 if v is not None}
+    if args.epochs is not None:
+        overrides["train"] = dataclasses.replace(get_profile(args.profile).train, epochs=args.epochs)
+    config = SweepConfig(
+        profile=args.profile, preset=args.preset, methods=tuple(args.methods), drift_params=params,
+        mapping=args.mapping, per_channel=args.per_channel, n_levels=args.n_levels,
+        times=tuple(args.times) if args.times else None, chips=args.chips, profile_overrides=overrides,
+    )
+    from .experiments import run_sweep
+
+    cache = Cache(None if args.no_cache else (args.cache_dir or default_cache_dir()))
+    result = run_sweep(config, data_root=args.data_root, download=args.download, cache=cache,
+                       progress=not args.quiet)
+    write_json_atomic(out, result)
+    meta = result["metadata"]
+    print(f"wrote {len(result['records'])} records to {out} "
+          f"(drift-free accuracy {meta['drift_free_accuracy']:.4f}, {meta['wall_time_s']:.1f} s)")
+    return 0
+
+
+def write_json_atomic(path: Path, obj: object) -> None:
+    """Write JSON through a temporary file and a rename, so no half-written file is ever read."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _presets() -> int:
+    from .drift import PRESETS, make_drift_model
+
+    for name, cls in PRESETS.items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"{name}: {doc}\n    defaults: {make_drift_model(name).params()}")
+    return 0
+
+
+def _profiles() -> int:
+    from .experiments import PROFILES
+
+    for p in PROFILES.values():
+        print(f"{p.name}: {p.description}\n    {p.dataset}/{p.model}, {p.train.epochs} epochs, "
+              f"times {','.join(p.times)}, {p.chips} chips, device {p.device}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return {"sweep": _sweep, "presets": lambda a: _presets(), "profiles": lambda a: _profiles()}[args.command](args)
+    except RramlibError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

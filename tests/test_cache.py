@@ -1,0 +1,97 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from rramlib.cache import Cache, config_hash
+
+
+def counting(value):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return value
+
+    return compute, calls
+
+
+def test_second_call_hits_the_cache(tmp_path):
+    cache = Cache(tmp_path)
+    compute, calls = counting({"accuracy": [0.5, 0.25], "w": torch.arange(3.0)})
+    first = cache.get_or_compute("sweep", {"a": 1}, compute)
+    second = cache.get_or_compute("sweep", {"a": 1}, compute)
+    assert len(calls) == 1 and (cache.hits, cache.misses) == (1, 1)
+    assert second["accuracy"] == [0.5, 0.25] and torch.equal(second["w"], first["w"])
+
+
+def test_other_config_or_kind_is_another_entry(tmp_path):
+    cache = Cache(tmp_path)
+    compute, calls = counting([1])
+    cache.get_or_compute("sweep", {"a": 1}, compute)
+    cache.get_or_compute("sweep", {"a": 2}, compute)
+    cache.get_or_compute("model", {"a": 1}, compute)
+    assert len(calls) == 3
+
+
+def test_config_hash_is_order_free_exact_and_versioned():
+    assert config_hash({"a": 1, "b": [1.0, "x"]}) == config_hash({"b": (1.0, "x"), "a": 1})
+    assert config_hash({"a": 0.1}) != config_hash({"a": 0.1 + 1e-16 * 2})
+    assert config_hash({"a": 1}, version="1") != config_hash({"a": 1}, version="2")
+    assert config_hash({"a": 1}) != config_hash({"a": 1.0})  # int and float differ on purpose
+    with pytest.raises(TypeError):
+        config_hash({"a": object()})
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "garbage"])
+def test_damaged_entry_is_recomputed(tmp_path, damage):
+    cache = Cache(tmp_path)
+    compute, calls = counting({"x": torch.ones(1000)})
+    cache.get_or_compute("sweep", {"a": 1}, compute)
+    path = cache.path("sweep", config_hash({"a": 1}))
+    data = path.read_bytes()
+    damaged = {
+        "truncate": data[: len(data) // 2],
+        "flip": data[:-10] + bytes([data[-10] ^ 0xFF]) + data[-9:],
+        "empty": b"",
+        "garbage": b"not a cache file",
+    }[damage]
+    path.write_bytes(damaged)
+    result = cache.get_or_compute("sweep", {"a": 1}, compute)
+    assert len(calls) == 2 and torch.equal(result["x"], torch.ones(1000))
+    assert cache.load("sweep", config_hash({"a": 1})) is not None  # rewritten whole
+
+
+def test_disabled_cache_always_computes(tmp_path):
+    cache = Cache(None)
+    compute, calls = counting(1)
+    cache.get_or_compute("sweep", {"a": 1}, compute)
+    cache.get_or_compute("sweep", {"a": 1}, compute)
+    assert len(calls) == 2
+
+
+def test_kill_during_write_leaves_no_readable_entry(tmp_path):
+    """SIGKILL a writer between writing the payload and renaming it into place."""
+    script = textwrap.dedent(f"""
+        import os, sys, time, torch
+        from rramlib.cache import Cache
+        real_fsync = os.fsync
+        def stall(fd):
+            real_fsync(fd)
+            print("written", flush=True)
+            time.sleep(60)
+        os.fsync = stall
+        Cache({str(tmp_path)!r}).save("sweep", "k", {{"x": torch.ones(100_000)}})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "written"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    cache = Cache(tmp_path)
+    assert not cache.path("sweep", "k").exists()
+    assert list((tmp_path / "sweep").glob(".k.*.tmp"))  # only the orphaned temporary file
+    assert cache.load("sweep", "k") is None

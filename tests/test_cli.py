@@ -1,0 +1,105 @@
+"""The command line: every bad input gives one clear error (exit 2, no traceback) before heavy work."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+import rramlib.experiments as experiments
+from rramlib.cli import main
+
+
+@pytest.fixture
+def no_heavy_work(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("heavy work started before the input was checked")
+
+    monkeypatch.setattr(experiments, "train", refuse)
+
+
+@pytest.fixture
+def bad_table(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("time_s,g_uS,mean_shift_uS,std_uS\n1,0,0,0.1\n1,10,zero,0.1\n")
+    return str(path)
+
+
+BAD = {
+    "unknown preset": (["--preset", "nonsense"], "unknown preset"),
+    "unknown profile": (["--profile", "huge"], "unknown profile"),
+    "unknown method": (["--methods", "none,magic"], "unknown method"),
+    "unknown dataset": (["--dataset", "mnist"], "unknown dataset"),
+    "unknown model": (["--model", "vgg"], "unknown model"),
+    "negative time": (["--times", "1s,-1d"], "time"),
+    "non-numeric time": (["--times", "soon"], "time"),
+    "negative drift scale": (["--drift-scale", "-1"], "drift_scale"),
+    "g_min >= g_max": (["--drift-param", "g_min=50", "--drift-param", "g_max=10"], "g_min"),
+    "unknown drift parameter": (["--drift-param", "colour=3"], "colour"),
+    "missing data root": (["--data-root", "/nonexistent/rramlib-data"], "/nonexistent/rramlib-data"),
+    "zero chips": (["--chips", "0"], "chips"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_one_clear_error(case, tmp_path, capsys, no_heavy_work):
+    args, expected = BAD[case]
+    code = main(["sweep", "--profile", "smoke", "--out", str(tmp_path / "r.json"), *args]
+                if "--profile" not in args else ["sweep", "--out", str(tmp_path / "r.json"), *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and expected in err and "Traceback" not in err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_malformed_drift_table_names_file_and_line(tmp_path, capsys, bad_table, no_heavy_work):
+    code = main(["sweep", "--profile", "smoke", "--preset", "measured", "--drift-param", f"table={bad_table}",
+                 "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and bad_table in err and "line 3" in err
+
+
+def test_cifar_root_without_data_fails_before_training(tmp_path, capsys, no_heavy_work):
+    code = main(["sweep", "--profile", "paper", "--data-root", str(tmp_path), "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "download" in err
+
+
+def test_module_entry_point_prints_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "rramlib", "sweep", "--preset", "nonsense", "--out",
+                           str(tmp_path / "r.json")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: unknown preset")
+    assert "Traceback" not in proc.stderr
+
+
+def test_every_option_has_help():
+    from rramlib.cli import build_parser
+
+    parser = build_parser()
+    for action in parser._subparsers._group_actions[0].choices["sweep"]._actions:
+        assert action.help, f"option {action.option_strings} has no help"
+
+
+def test_presets_and_profiles_list(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("relative_gaussian", "ibm_cmo_reram", "ibm_pcm", "measured"))
+    assert main(["profiles"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("smoke", "quick", "paper"))
+
+
+def test_sweep_writes_the_promised_records(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    code = main(["sweep", "--profile", "smoke", "--preset", "ibm_pcm", "--out", str(out), "--quiet",
+                 "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0
+    result = json.loads(out.read_text())
+    meta = result["metadata"]
+    for key in ("profile", "config_hash", "rramlib_version", "git_commit", "wall_time_s", "peak_rss_mb",
+                "drift_free_accuracy", "chip_seeds"):
+        assert key in meta
+    drifted = [r for r in result["records"] if r["method"] == "none"]
+    assert len(drifted) == 3 * 2  # smoke: 3 times x 2 chips
+    assert {r["time_label"] for r in drifted} == {"1s", "1d", "10y"}
+    assert all(set(r) >= {"method", "preset", "time_s", "chip_seed", "accuracy"} for r in drifted)
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in drifted)
