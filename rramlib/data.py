@@ -179,8 +179,9 @@ class SeededAugment(Dataset):
     """Wrap a dataset of samples and apply a random ``augment(x, generator)`` reproducibly.
 
     Sample ``i`` in epoch ``e`` gets a ``torch.Generator`` seeded from ``(seed, e, i)``; call
-    :meth:`set_epoch` before each epoch (``rramlib.train.train`` does). ``prepare`` maps a raw base
-    sample to an input tensor (e.g. uint8 -> normalised float) before augmentation.
+    :meth:`set_epoch` before each epoch (``rramlib.train.train`` does). ``augment`` receives the raw
+    base sample (e.g. a uint8 tensor or a PIL image) and returns the model input. Picklable, so it
+    works with ``DataLoader`` workers under any start method.
     """
 
     def __init__(self, base: Dataset, augment: Callable[[Tensor, torch.Generator], Tensor], seed: int = 0):
@@ -452,7 +453,7 @@ def load_dataset(
 ) -> DatasetSplits:
     """Load dataset ``name`` with deterministic, disjoint train / val / test / calib splits.
 
-    * ``digits`` (``root`` ignored): 1 797 8x8 images, pixels/16 then standardised with the train
+    * ``digits`` (``root`` unused, but must exist if given): 1 797 8x8 images, pixels/16 then standardised with the train
       split's scalar mean and std. Stratified split from ``seed``: test 25 % (449), val 10 % (180),
       calib ``n_calib`` (100 by default, ~5.6 %) from what is left, train the rest (1 068 by default,
       ~59 %). All are ``TensorDataset`` of ``(N, 1, 8, 8)`` float32 and int64 labels.
@@ -513,7 +514,7 @@ def make_loader(ds: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, n
     """A ``DataLoader`` whose order depends only on ``seed`` (an explicit ``torch.Generator``).
 
     A ``TensorDataset`` is batched by slicing (one index list per batch, no per-sample collate),
-    which is several times faster for the small digits set; then ``loader.batch_size`` is ``None``.
+    which is much faster for the small digits set; then ``loader.batch_size`` is ``None``.
     The last batch may be smaller than ``batch_size``. A fresh loader with the same seed replays the
     same order; successive epochs of one loader get different orders.
     """

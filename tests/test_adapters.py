@@ -43,7 +43,8 @@ def cnn_bn():
 
 def stride2():
     torch.manual_seed(2)
-    return nn.Sequential(nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 1, stride=2)).eval(), (2, 3, 9, 9)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 1, stride=2))
+    return model.eval(), (2, 3, 9, 9)
 
 
 MODELS = {"mlp": mlp, "cnn_bn": cnn_bn, "stride2": stride2}
@@ -300,13 +301,13 @@ def test_extra_macs_stride2_conv_hand_counts():
     pos = 5 * 5  # 9x9, kernel 3, stride 2, padding 1 -> 5x5
     model, _ = stride2()
     model.train()
-    bn_free_state = copy.deepcopy(model.state_dict())
+    state = copy.deepcopy(model.state_dict())
     vera = add_vera_plus(model, targets=["0"], rank=4)
     assert vera.extra_macs(x) == pos * (4 * 3 + 4 + 6 * 4 + 6)
     assert vera.target_macs(x) == pos * 6 * 3 * 9
     assert model.training  # training flags restored
     vera.remove()
-    assert all(torch.equal(v, bn_free_state[k]) for k, v in model.state_dict().items())
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     model, _ = stride2()
     assert add_lora(model, targets=["0"], rank=3).extra_macs(x) == pos * (3 * 3 * 9 + 6 * 3)
     model, _ = stride2()

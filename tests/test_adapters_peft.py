@@ -90,7 +90,8 @@ def test_dora_equals_peft_dora(kind):
         base = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 4, bias=False))
         x = torch.randn(3, 6)
     else:
-        base = nn.Sequential(nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3, padding=1, bias=False))
+        base = nn.Sequential(nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.ReLU(),
+                             nn.Conv2d(6, 4, 3, padding=1, bias=False))
         x = torch.randn(2, 3, 7, 7)
     ours_model, peft_model = copy.deepcopy(base), copy.deepcopy(base)
     ctrl = add_dora(ours_model, rank=3, alpha=6.0)

@@ -196,6 +196,8 @@ def test_cifar_train_augmentation_is_crop_flip_and_reproducible(tmp_path):
     s2 = load_dataset("cifar10", root, n_calib=10, seed=0)
     s2.train.set_epoch(0, seed=1)
     assert torch.equal(s.train[i][0], s2.train[i][0])
+    # picklable (DataLoader workers under "spawn") and the copy yields the same samples
+    assert torch.equal(pickle.loads(pickle.dumps(s.train))[i][0], s.train[i][0])
 
 
 def test_cifar_missing_files_without_download(tmp_path):
@@ -257,6 +259,7 @@ def test_fake_imagefolder_loads(tmp_path):
     s.train.set_epoch(2)
     a, ya = s.train[0]
     assert a.shape == (3, 32, 32) and torch.equal(a, s.train[0][0]) and ya in (0, 1)
+    assert torch.equal(pickle.loads(pickle.dumps(s.train))[0][0], a)
 
 
 def test_imagefolder_missing_subfolder(tmp_path):
@@ -342,3 +345,19 @@ def test_make_loader_order_depends_only_on_seed(digits):
 def test_make_loader_rejects_bad_batch_size(digits):
     with pytest.raises(RramlibError, match="batch_size"):
         make_loader(digits.val, 0, shuffle=False)
+
+
+def test_torchvision_augmentation_uses_a_private_seeded_rng():
+    from torchvision.transforms import v2
+
+    from rramlib.data import _GlobalRngAugment
+
+    aug = _GlobalRngAugment(v2.RandomCrop(8))
+    img = torch.arange(3 * 16 * 16, dtype=torch.float32).view(3, 16, 16)
+    torch.manual_seed(0)
+    expected_next = torch.rand(2)
+    torch.manual_seed(0)
+    outs = [aug(img, torch.Generator().manual_seed(s)) for s in (1, 1, 2, 3, 4)]
+    assert torch.equal(torch.rand(2), expected_next)  # global RNG neither consumed nor reseeded
+    assert torch.equal(outs[0], outs[1])
+    assert any(not torch.equal(outs[0], o) for o in outs[2:])

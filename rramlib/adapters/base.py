@@ -194,7 +194,7 @@ class AdapterController(nn.Module):
         self._levels: list[str] = []
         self._active: str | None = None
         self._enabled = True
-        self._merged_backup: list[tuple[torch.Tensor, torch.Tensor | None]] | None = None
+        self._merged_backup: list[torch.Tensor] | None = None
         self._wrappers: list[AdapterWrapper] = []
         self._parents: list[tuple[nn.Module, str]] = []
         self._saved_grad_flags: list[tuple[nn.Parameter, bool]] = []
@@ -404,7 +404,7 @@ class AdapterController(nn.Module):
         backup = []
         with torch.no_grad():
             for layer, new in zip(self._base_layers, new_weights):
-                backup.append((layer.weight.detach().clone(), None))
+                backup.append(layer.weight.detach().clone())
                 layer.weight.copy_(new)
         self._merged_backup = backup
 
@@ -413,7 +413,7 @@ class AdapterController(nn.Module):
         if not self.merged:
             raise RramlibError("adapters are not merged")
         with torch.no_grad():
-            for layer, (weight, _) in zip(self._base_layers, self._merged_backup):
+            for layer, weight in zip(self._base_layers, self._merged_backup):
                 layer.weight.copy_(weight)
         self._merged_backup = None
 

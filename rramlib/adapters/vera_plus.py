@@ -68,6 +68,10 @@ class VeraPlus(AdapterController):
         self.in_max = max(d[0] for d in dims)
         self.out_max = max(d[1] for d in dims)
         a, b = vera_projections(rank, self.in_max, self.out_max, seed)
+        # drawn on the CPU (device-independent values), then placed like the base weights (as peft does)
+        first = self._base_layers[0].weight
+        dtype = first.dtype if first.is_floating_point() else torch.float32
+        a, b = a.to(device=first.device, dtype=dtype), b.to(device=first.device, dtype=dtype)
         self.register_buffer("vera_A", a, persistent=False)
         self.register_buffer("vera_B", b, persistent=False)
         # saved, so that loading a state_dict made with another seed is refused
@@ -83,15 +87,18 @@ class VeraPlus(AdapterController):
 
     # ------------------------------------------------------------------ levels
     def _init_level(self, name: str) -> None:
-        device = self.vera_A.device
+        device, dtype = self.vera_A.device, self.vera_A.dtype
+        def d_vector():
+            return nn.Parameter(torch.full((self.rank,), self.d_init, device=device, dtype=dtype))
+
         if self.sharing == "layer":
             for key, layer in zip(self.layer_keys, self._base_layers):
                 out = layer_dims(layer)[1]
-                self.lambda_b[key][name] = nn.Parameter(torch.zeros(out, device=device))
-                self.lambda_d[key][name] = nn.Parameter(torch.full((self.rank,), self.d_init, device=device))
+                self.lambda_b[key][name] = nn.Parameter(torch.zeros(out, device=device, dtype=dtype))
+                self.lambda_d[key][name] = d_vector()
         else:
-            self.lambda_b[name] = nn.Parameter(torch.zeros(self.out_max, device=device))
-            self.lambda_d[name] = nn.Parameter(torch.full((self.rank,), self.d_init, device=device))
+            self.lambda_b[name] = nn.Parameter(torch.zeros(self.out_max, device=device, dtype=dtype))
+            self.lambda_d[name] = d_vector()
 
     def _lambdas(self, index: int, level: str) -> tuple[torch.Tensor, torch.Tensor]:
         if self.sharing == "layer":

@@ -180,7 +180,7 @@ def drift_injected_training(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if not math.isfinite(losses[-1]):
             raise RramlibError(f"{desc}: loss became {losses[-1]} at step {len(losses)}; lower the learning rate")
     return losses

@@ -97,6 +97,7 @@ class DoRACalibration(Method):
         self.calibrate()
         return model
 
+    @torch.enable_grad()
     def calibrate(self) -> None:
         """Reset the DoRA parameters on the current chip and train them layer by layer (feature KD)."""
         self.adapters_.load_level_state_dict(LEVEL, self._initial)

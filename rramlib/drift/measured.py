@@ -303,11 +303,12 @@ class Measured(DriftModel):
         return {"g_prog": g_target.clone(), "z": z, "g_idx": i.to(torch.float32), "g_frac": f.to(torch.float32)}
 
     def _rows(self, t: float, device: torch.device) -> tuple[Tensor, ...]:
+        """(mean at the lower level, mean slope, std at the lower level, std slope) per grid interval, float32."""
         key = (t, str(device))
         rows = self._rows_cache.get(key)
         if rows is None:
             mean, std = (r.to(device=device, dtype=torch.float32) for r in self.table.rows_at(t))
-            rows = (mean[:-1], mean[1:], std[:-1], std[1:])
+            rows = (mean[:-1].contiguous(), mean.diff(), std[:-1].contiguous(), std.diff())
             if len(self._rows_cache) > 256:
                 self._rows_cache.clear()
             self._rows_cache[key] = rows
@@ -315,11 +316,17 @@ class Measured(DriftModel):
 
     def _at(self, state: dict[str, Tensor], t: float) -> Tensor:
         g_target, f = state["g_prog"], state["g_frac"]
-        mean_lo, mean_hi, std_lo, std_hi = self._rows(t, g_target.device)
-        i = state["g_idx"].long()
-        mean = torch.lerp(mean_lo[i], mean_hi[i], f)
-        std = torch.lerp(std_lo[i], std_hi[i], f)
-        shift = torch.addcmul(mean, std, state["z"])
+        mean_lo, mean_slope, std_lo, std_slope = self._rows(t, g_target.device)
+        i = state["g_idx"].reshape(-1).int()
+        shape = f.shape
+
+        def pick(row: Tensor) -> Tensor:
+            return row.index_select(0, i).reshape(shape)
+
+        # linear in g within the grid interval i: lower value + f * (upper - lower)
+        shift = torch.addcmul(pick(mean_lo), f, pick(mean_slope))
+        std = torch.addcmul(pick(std_lo), f, pick(std_slope))
+        shift.addcmul_(std, state["z"])
         return torch.add(g_target, shift, alpha=self.drift_scale).clamp_(self.g_min, self.g_max)
 
 
