@@ -1,5 +1,7 @@
-# rramlib: `make test` runs the tests, `make sweep` runs the quick drift sweep.
-# Both create a local virtual environment (.venv) on first use and install what they need.
+# rramlib: `make book` executes the notebooks and builds the companion book (PROFILE=smoke|quick|paper,
+# default quick; FORCE=1 re-executes every notebook; BOOK_ARGS="-p drift_scale 2" passes parameters),
+# `make test` runs the tests, `make sweep` runs the quick drift sweep.
+# All create a local virtual environment (.venv) on first use and install what they need.
 PYTHON  ?= python3
 VENV    ?= .venv
 PROFILE ?= quick
@@ -8,7 +10,9 @@ OUT     ?= results/$(PROFILE)
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.rramlib-installed
 
-.PHONY: install test sweep benchmark clean
+BOOK_ARGS ?=
+
+.PHONY: install test book sweep benchmark clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +25,9 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+book: $(STAMP)
+	$(PY) -m rramlib book --profile $(PROFILE) $(if $(FORCE),--force) $(BOOK_ARGS)
+
 sweep: $(STAMP)
 	mkdir -p $(OUT)
 	for preset in $(PRESETS); do \
@@ -31,4 +38,4 @@ benchmark: $(STAMP)
 	$(PY) benchmarks/drift_sweep.py
 
 clean:
-	rm -rf $(VENV) .rramlib_cache results
+	rm -rf $(VENV) .rramlib_cache results _build

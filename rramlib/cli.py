@@ -72,6 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", required=True, help="JSON file to write")
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    book = sub.add_parser("book", help="execute the notebooks and build the companion Jupyter Book (HTML)",
+                          description="Execute every notebooks/NN_*.ipynb with papermill (skipping those whose "
+                                      "inputs did not change) and build the book's HTML with Jupyter Book, offline.")
+    book.add_argument("--profile", default="quick", help="smoke, quick (default) or paper")
+    book.add_argument("--out", default=None, metavar="DIR",
+                      help="build folder (default _build/book/<profile>); the HTML goes to DIR/src/_build/html")
+    book.add_argument("--force", action="store_true", help="execute every notebook, even unchanged ones")
+    book.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                      help="pass a parameter to every notebook, as papermill -p does (repeatable)")
+    book.add_argument("--no-html", action="store_true", help="execute the notebooks only, build no HTML")
+
     sub.add_parser("presets", help="list the drift presets and their parameters")
     sub.add_parser("profiles", help="list the profiles")
     return parser
@@ -124,6 +135,18 @@ def write_json_atomic(path: Path, obj: object) -> None:
         raise
 
 
+def _book(args: argparse.Namespace) -> int:
+    from .book import BookError, build, parse_parameter
+
+    params = dict(parse_parameter(name, value) for name, value in args.parameter)
+    try:
+        build(args.profile, args.out, force=args.force, parameters=params, html=not args.no_html)
+    except BookError as exc:
+        print(exc.message, file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
 def _presets() -> int:
     from .drift import PRESETS, make_drift_model
 
@@ -146,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        return {"sweep": _sweep, "presets": lambda a: _presets(), "profiles": lambda a: _profiles()}[args.command](args)
+        return {"sweep": _sweep, "book": _book, "presets": lambda a: _presets(), "profiles": lambda a: _profiles()}[args.command](args)
     except RramlibError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -119,7 +119,8 @@ class Mapping:
 
         differential: ``g`` has shape ``(2, *w.shape)`` = ``stack(G+, G-)``; single: ``w.shape``.
         ``w_max`` is a 0-dim tensor (per layer) or has shape ``(out, 1, ..., 1)`` (per channel);
-        an all-zero layer or channel uses ``w_max = 1``.
+        an all-zero layer or channel uses ``w_max = 1``. ``w_max`` is computed from the detached
+        weights, so ``to_weight(*to_conductance(w))`` passes gradients straight through to ``w``.
         """
         w_max = self.w_max_of(w)
         x = w / w_max  # in [-1, 1]

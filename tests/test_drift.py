@@ -507,3 +507,18 @@ def test_bad_program_and_state(preset):
     with pytest.raises(RramlibError):
         preset.conductance({"g_prog": torch.ones(3)}, 1.0) if len(preset.state_keys) > 1 else \
             preset.conductance({}, 1.0)
+
+
+@pytest.mark.parametrize("args", [
+    ([], [0.0, 1.0], [], []),                                  # no time
+    ([1.0], [0.0], [[0.0]], [[1.0]]),                          # one g point
+    ([1.0], [0.0, 1.0], [[0.0, 1.0], [2.0]], [[1.0, 1.0]]),    # ragged
+    ([1.0, 1.0], [0.0, 1.0], [[0.0, 0.0]] * 2, [[1.0, 1.0]] * 2),  # times not increasing
+    ([0.0], [0.0, 1.0], [[0.0, 0.0]], [[1.0, 1.0]]),           # time 0
+    ([1.0], [1.0, 0.0], [[0.0, 0.0]], [[1.0, 1.0]]),           # g not increasing
+    ([1.0], [0.0, 1.0], [[0.0, 0.0]], [[1.0, -1.0]]),          # negative std
+    ([1.0], [0.0, 1.0], [[0.0, float("inf")]], [[1.0, 1.0]]),  # not finite
+])
+def test_table_constructor_rejects_bad_grids(args):
+    with pytest.raises(RramlibError):
+        DriftTable(*args)

@@ -130,6 +130,7 @@ class IbmCmoReram(DriftModel):
 
     def _at(self, state: dict[str, Tensor], t: float) -> Tensor:
         g_drift = (state["g_prog"] + self.drift_mean(t)).add_(state["z_drift"], alpha=self.drift_sigma(t))
-        log_g = g_drift.clamp(min=_G_LOG_FLOOR).log10_().abs_()
+        # log10 via the natural log: torch's CPU log10 kernel is ~10x slower than log here
+        log_g = g_drift.clamp(min=_G_LOG_FLOOR).log_().mul_(1 / math.log(10)).abs_()
         g = torch.addcmul(g_drift, log_g, state["z_read"], value=self.read_factor(t))
         return g.clamp_(self.g_min, self.g_max)

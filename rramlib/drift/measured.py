@@ -69,10 +69,11 @@ class DriftTable:
                  mean_shift: Sequence[Sequence[float]] | Tensor, std: Sequence[Sequence[float]] | Tensor,
                  *, source: str = "<drift table>") -> None:
         self.source = source
-        self.times = torch.as_tensor(times, dtype=torch.float64).clone()
-        self.g = torch.as_tensor(g, dtype=torch.float64).clone()
-        self.mean_shift = torch.as_tensor(mean_shift, dtype=torch.float64).clone()
-        self.std = torch.as_tensor(std, dtype=torch.float64).clone()
+        try:
+            self.times, self.g, self.mean_shift, self.std = (
+                torch.as_tensor(v, dtype=torch.float64).clone() for v in (times, g, mean_shift, std))
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise RramlibError(f"{source}: times, g, mean_shift and std must be numbers on a grid ({err})") from None
         n_t, n_g = self.times.numel(), self.g.numel()
         if self.times.dim() != 1 or n_t < 1:
             raise RramlibError(f"{source}: a drift table needs at least one time")
