@@ -16,6 +16,16 @@ from rramlib.models import build_model
 from rramlib.train import TrainConfig, train
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models train as fast on one thread, and 2 OpenMP threads on a shared 2-core machine can be
+    ~100x slower when other processes compete for the cores (measured: 2.5 s vs 256 s)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits", seed=0)

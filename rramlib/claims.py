@@ -1,0 +1,54 @@
+"""The study's claims, with the paper's numbers and where in the book ours are measured.
+
+Paper values come from the abstracts in the study's seeds (VeRA+ 2026, DoRA calibration 2025) or,
+where marked ``"digest (unverified)"``, from a second-hand digest of the full text that we could not
+check. ``notebook``/``key`` name the results file and number that hold our measurement
+(``results/<notebook>.json`` -> ``numbers[key]``); ``None`` means we cannot measure it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Claim", "CLAIMS"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    claim: str            # our paraphrase
+    paper: str            # the paper's number, as stated
+    source: str           # where the paper's number comes from
+    notebook: str | None  # notebook that measures ours
+    key: str | None       # number key in that notebook's results
+    unit: str = ""
+    note: str = ""
+
+
+CLAIMS: list[Claim] = [
+    Claim("C1", "VeRA+ keeps this share of the drift-free accuracy after ten years of drift",
+          "up to 99.77 %", "VeRA+ abstract (2026)", "03_comparison", "vera_plus_retained_pct_10y", "%"),
+    Claim("C2", "VeRA+ recovers this share of the accuracy lost to drift, across models",
+          "97-99 %", "digest (unverified)", "03_comparison", "vera_plus_recovered_pct_10y", "%"),
+    Claim("C3", "VeRA+ needs this many times less storage than BN calibration",
+          "> 1000x", "VeRA+ abstract (2026)", "04_overhead", "ratio_bn_over_vera_plus_resnet20", "x",
+          "ResNet-20, the study's level count unknown: K from the notebook's parameters"),
+    Claim("C4", "VeRA+ needs this many times less storage than LoRA",
+          "about 10x", "digest (unverified)", "04_overhead", "ratio_lora_over_vera_plus_resnet20", "x"),
+    Claim("C5", "VeRA+ total storage", "5.15 KB", "digest (unverified)", "04_overhead",
+          "vera_plus_total_kb_resnet20", "KB"),
+    Claim("C6", "VeRA+ extra compute per inference", "1.9 %", "digest (unverified)", "04_overhead",
+          "vera_plus_macs_pct_resnet20", "%"),
+    Claim("C7", "Under one week of measured drift, VeRA+ stays close to drift-free accuracy",
+          "close to drift-free", "VeRA+ abstract (2026)", "07_measured_drift", "vera_plus_retained_pct_1w", "%",
+          "our table is the public NeuRRAM one; the study's own 1T1R measurements are private"),
+    Claim("C8", "DoRA calibration uses this many calibration samples", "10", "DoRA abstract (2025)",
+          "08_dora_calibration", "dora_samples", ""),
+    Claim("C9", "DoRA calibration updates this share of the parameters", "2.34 %", "DoRA abstract (2025)",
+          "08_dora_calibration", "dora_fraction_updated_pct", "%",
+          "on ResNet-50; the digits profiles use a larger budget (see notebook 08)"),
+    Claim("C10", "DoRA calibration restores accuracy (ResNet-50, ImageNet-1K)", "69.53 %",
+          "DoRA abstract (2025)", "08_dora_calibration", "dora_recovered_pct_10y", "%",
+          "reading 'restoration' as the share of the drift loss recovered; notebook 08 gives both readings"),
+    Claim("C11", "Area and energy overhead of the digital VeRA+ path", "+3.5 % area, +4.5 % energy",
+          "digest (unverified)", None, None, "", "needs a circuit model; rramlib has none"),
+]

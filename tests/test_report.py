@@ -1,0 +1,40 @@
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")  # non-notebook code path
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from rramlib.errors import RramlibError  # noqa: E402
+from rramlib.report import Report, load_results  # noqa: E402
+
+
+def test_report_writes_numbers_tables_figures_and_provenance(tmp_path):
+    report = Report("99_test", params={"profile": "smoke", "preset": "ibm_pcm", "out_dir": str(tmp_path)},
+                    out_dir=tmp_path)
+    assert report.number("acc", 0.91234, "{:.2f}") == "0.91"
+    report.number("missing", float("nan"))
+    report.table("T9", pd.DataFrame({"method": ["none", "vera_plus"], "accuracy": [0.5, 0.9]}))
+    report.uses({"metadata": {"config_hash": "abcdef0123456789"}})
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [3, 4])
+    report.figure(fig, "F9_test")
+    payload = report.finish()
+    saved = load_results(tmp_path, "99_test")
+    assert saved["numbers"]["acc"] == 0.91234 and saved["numbers"]["missing"] is None
+    assert saved["tables"]["T9"][1] == {"method": "vera_plus", "accuracy": 0.9}
+    assert saved["runtime_s"] > 0 and saved["peak_rss_mb"] > 0 and saved == json.loads(json.dumps(payload))
+    assert (tmp_path / "figures" / "F9_test.png").stat().st_size > 0
+    assert (tmp_path / "figures" / "F9_test.pdf").stat().st_size > 0
+    assert (tmp_path / "99_test_T9.csv").read_text().startswith("method,accuracy")
+    footer = report.footer()
+    assert "99_test" in footer and "preset=ibm_pcm" in footer and "abcdef012345" in footer
+    assert str(tmp_path) not in footer  # out_dir (a path) stays out of the footer
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_missing_results_is_a_clear_error(tmp_path):
+    with pytest.raises(RramlibError, match="run it first"):
+        load_results(tmp_path, "03_comparison")
