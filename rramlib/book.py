@@ -66,6 +66,7 @@ FORBIDDEN_IN_OUTPUTS = ("/work/", "/home/", "/tmp/")
 ASSETS = "_assets"
 #: Part of the table of contents that takes notebooks the static ``book/_toc.yml`` does not list.
 EXTRA_PART = "More notebooks"
+#: Bump when the builder changes how notebooks execute (kernel environment, parameters, cwd).
 KEY_VERSION = b"rramlib-book-key-v1"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -136,10 +137,15 @@ def parse_parameter(name: str, value: str) -> tuple[str, object]:
 
 
 def source_files(package_dir: Path = PACKAGE_DIR) -> dict[str, bytes]:
-    """Every rramlib source file (``*.py`` in all subpackages, and the bundled data tables), by path."""
+    """Every rramlib source file (``*.py`` in all subpackages, and the bundled data tables), by path.
+
+    The builder itself (``book.py``) is left out, so that working on it does not re-execute every
+    notebook; what it changes in the notebooks' execution is versioned by :data:`KEY_VERSION`.
+    """
     files = {}
     for path in sorted(package_dir.rglob("*")):
-        if path.is_file() and path.suffix in (".py", ".csv") and "__pycache__" not in path.parts:
+        if path.is_file() and path.suffix in (".py", ".csv") and "__pycache__" not in path.parts \
+                and path != Path(__file__).resolve():
             files[path.relative_to(package_dir).as_posix()] = path.read_bytes()
     return files
 
@@ -212,13 +218,6 @@ def _environment(updates: Mapping[str, str], remove: Iterable[str] = ()):
                 os.environ[k] = v
 
 
-def _relative(path: Path, start: Path) -> str:
-    try:
-        return os.path.relpath(path, start)
-    except ValueError:
-        return path.name
-
-
 def execute_notebook(source: Path, output: Path, parameters: Mapping[str, object], *,
                      cwd: Path | None = None, cache_dir: Path | None = None,
                      metadata: Mapping[str, object] | None = None, timeout: float | None = None) -> float:
@@ -255,7 +254,9 @@ def execute_notebook(source: Path, output: Path, parameters: Mapping[str, object
     seconds = time.perf_counter() - start
     nb = nbformat.read(output, as_version=4)
     pm = nb.metadata.get("papermill", {})
-    pm["input_path"] = _relative(source, cwd)  # papermill stores the absolute paths it was given
+    # papermill stores the absolute paths it was given
+    inside = source.is_relative_to(REPO_ROOT)
+    pm["input_path"] = source.relative_to(REPO_ROOT).as_posix() if inside else source.name
     pm["output_path"] = output.name
     nb.metadata["rramlib"] = {**(metadata or {}), "seconds": round(seconds, 3)}
     _write_notebook(nb, output)
@@ -575,7 +576,8 @@ def _stage_static(book_dir: Path, src: Path) -> None:
     import yaml
 
     if not (book_dir / "_config.yml").exists():
-        raise BookError(f"no book configuration {book_dir / '_config.yml'}")
+        raise BookError(f"no book configuration {book_dir / '_config.yml'}: the book is built from a checkout "
+                        "of the rramlib repository (installed in editable mode: pip install -e '.[book]')")
     _sync_tree(book_dir, src, skip=lambda rel: rel.as_posix() in ("_toc.yml", "_config.yml"))
     # static files removed from book/ must not linger in the staged tree
     managed = {"notebooks", "results", "_build", ASSETS, "_toc.yml", "CITATION.cff", "citation.bib"}

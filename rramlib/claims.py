@@ -39,7 +39,7 @@ CLAIMS: list[Claim] = [
     Claim("C6", "VeRA+ extra compute per inference", "1.9 %", "digest (unverified)", "04_overhead",
           "vera_plus_macs_pct_resnet20", "%"),
     Claim("C7", "Under one week of measured drift, VeRA+ stays close to drift-free accuracy",
-          "close to drift-free", "VeRA+ abstract (2026)", "07_measured_drift", "vera_plus_retained_pct_1w", "%",
+          "close to drift-free", "VeRA+ abstract (2026)", "07_measured_drift", "vera_plus_retained_pct_horizon", "%",
           "our table is the public NeuRRAM one; the study's own 1T1R measurements are private"),
     Claim("C8", "DoRA calibration uses this many calibration samples", "10", "DoRA abstract (2025)",
           "08_dora_calibration", "dora_samples", ""),

@@ -215,7 +215,7 @@ def test_build_key_changes_with_every_input():
 
 def test_source_files_cover_the_package():
     files = source_files()
-    assert "book.py" in files and "drift/base.py" in files and any(f.endswith(".csv") for f in files)
+    assert "cli.py" in files and "drift/base.py" in files and "book.py" not in files and any(f.endswith(".csv") for f in files)
     assert not any("__pycache__" in f for f in files)
 
 
@@ -265,7 +265,7 @@ def test_scan_finds_paths_and_host_name_in_outputs(tmp_path):
     out = tmp_path / "out" / path.name
     execute_notebook(path, out, {"profile": "smoke"}, cache_dir=tmp_path / "cache")
     nb = _read(out)
-    assert nb.metadata["papermill"]["input_path"] == "../01_scan.ipynb"  # no absolute path in metadata
+    assert nb.metadata["papermill"]["input_path"] == "01_scan.ipynb"  # no absolute path in metadata
     findings = scan_outputs(nb, forbidden=forbidden_strings() + [str(tmp_path.resolve())])
     assert any(str(tmp_path.resolve()) in f or "/tmp/" in f for f in findings), findings
     assert any("host name" in f for f in findings), findings
