@@ -10,11 +10,13 @@
    ``src/notebooks/``, with the parameters ``profile`` and ``out_dir="../results"`` and the
    kernel's working directory ``src/notebooks``, so results land in ``src/results/`` and outputs
    hold relative paths only. All kernels share one results cache (``$RRAMLIB_CACHE``, default
-   ``.rramlib_cache`` of this checkout) and import this checkout's rramlib;
+   ``.rramlib_cache`` of this checkout) and import this checkout's rramlib.
+   Extra parameters (``-p NAME VALUE``) go to the notebooks that declare them in their
+   ``parameters`` cell; a name no notebook declares is refused;
 4. a notebook is not executed again when its *build key* (:func:`build_key`: notebook source,
-   parameters, every rramlib source file, the rramlib version, and for a notebook that reads other
-   notebooks' results, their keys) equals the one stored in the executed copy and its results
-   JSON exists (``--force`` executes everything);
+   parameters, every rramlib source file but this builder, the rramlib version, and for a notebook
+   that reads other notebooks' results, their keys) equals the one stored in the executed copy and
+   its results JSON exists (``--force`` executes everything);
 5. every executed notebook is scanned for absolute paths and the host name in its outputs
    (:func:`scan_outputs`);
 6. ``src/results/build_times.json`` records the wall time of each notebook;
@@ -47,7 +49,8 @@ from .errors import RramlibError
 
 __all__ = [
     "BookError", "NotebookError", "build", "build_key", "execute_notebook", "scan_outputs", "check_offline",
-    "glued_keys", "glue_references", "source_files", "parse_parameter", "notebook_paths", "make_toc",
+    "glued_keys", "glue_references", "source_files", "parse_parameter", "declared_parameters", "notebook_paths",
+    "make_toc",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -89,7 +92,7 @@ class NotebookError(BookError):
                  traceback: str = "", executed: Path | None = None):
         self.notebook, self.ename, self.evalue, self.cell = notebook, ename, evalue, cell
         self.traceback, self.executed = traceback, executed
-        super().__init__(f"notebook {notebook} failed" + (f" in cell {cell}" if cell is not None else "")
+        super().__init__(f"notebook {notebook} failed" + (f" at In [{cell}]" if cell is not None else "")
                          + f": {ename}: {evalue}")
 
     @property
@@ -117,7 +120,12 @@ class NotebookError(BookError):
 # parameters and build keys
 
 def parse_parameter(name: str, value: str) -> tuple[str, object]:
-    """``-p NAME VALUE`` as papermill reads it: int, float, bool, None, else the string."""
+    """``-p NAME VALUE`` as papermill reads it: int, float, bool, None, else the string.
+
+    Two additions: a value in brackets or braces is read as YAML (``-p ranks "[4, 8]"`` gives a list), and
+    a string naming an existing file or folder (relative to the current directory) is passed as an
+    absolute path, since the notebooks run in the build folder.
+    """
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
         raise RramlibError(f"parameter name {name!r} is not a Python identifier")
     if name in RESERVED_PARAMETERS:
@@ -133,7 +141,35 @@ def parse_parameter(name: str, value: str) -> tuple[str, object]:
         return name, lowered == "true"
     if lowered in ("none", "null"):
         return name, None
+    if value.strip()[:1] in ("[", "{"):
+        import yaml
+
+        try:
+            return name, yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise RramlibError(f"parameter {name}: cannot read {value!r} as a list or mapping ({exc})") from None
+    if ("/" in value or "." in value) and Path(value).exists():
+        return name, str(Path(value).resolve())
     return name, value
+
+
+def declared_parameters(nb) -> list[str]:
+    """Names assigned in a notebook's cell tagged ``parameters`` (empty if it has none)."""
+    import ast
+
+    for cell in nb["cells"] if isinstance(nb, Mapping) else nb.cells:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            try:
+                tree = ast.parse(_join(cell["source"]))
+            except SyntaxError:
+                return []
+            names = []
+            for node in tree.body:
+                targets = node.targets if isinstance(node, ast.Assign) else \
+                    [node.target] if isinstance(node, ast.AnnAssign) else []
+                names += [t.id for t in targets if isinstance(t, ast.Name)]
+            return names
+    return []
 
 
 def source_files(package_dir: Path = PACKAGE_DIR) -> dict[str, bytes]:
@@ -691,15 +727,22 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
           notebooks_dir: Path = NOTEBOOK_DIR, book_dir: Path = BOOK_DIR, log: Callable[..., None] = _print,
           ) -> BuildResult:
     """Stage, execute (cached) and build the book; see the module docstring. Returns what was done."""
-    import nbformat
-    import yaml
-
     start = time.perf_counter()
     _check_profile(profile)
     extra = dict(parameters or {})
     for name in extra:
         parse_parameter(name, "x")  # name checks (reserved names, identifiers)
     _check_tools(html)
+    import nbformat
+    import yaml
+
+    notebooks = notebook_paths(notebooks_dir)
+    declared = {p.stem: set(declared_parameters(nbformat.read(p, as_version=4))) for p in notebooks}
+    unknown = sorted(set(extra) - set().union(*declared.values()))
+    if unknown:
+        known = sorted(set().union(*declared.values()) - set(RESERVED_PARAMETERS))
+        raise RramlibError(f"no notebook has the parameter(s) {', '.join(unknown)}; "
+                           f"the notebooks' parameters: {', '.join(known)}")
     out = Path(out) if out is not None else REPO_ROOT / "_build" / "book" / profile
     out = out.resolve()
     src = out / "src"
@@ -708,7 +751,6 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
         d.mkdir(parents=True, exist_ok=True)
 
     _stage_static(Path(book_dir), src)
-    notebooks = notebook_paths(notebooks_dir)
     stems = [p.stem for p in notebooks]
     for stale in nb_out.glob("*.ipynb"):
         if stale.stem not in stems:
@@ -732,13 +774,15 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
     cache_dir = Path(os.environ.get("RRAMLIB_CACHE") or REPO_ROOT / ".rramlib_cache").resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
     sources = source_files()
-    params = {"profile": profile, "out_dir": OUT_DIR_PARAM, **extra}
     result = BuildResult(profile=profile, out=out)
     times_path = results / "build_times.json"
     keys: dict[str, str] = {}
     log(f"book ({profile}): {len(notebooks)} notebook(s), results cache {cache_dir}")
     for i, path in enumerate(notebooks, 1):
         raw = path.read_bytes()
+        # a notebook gets (and its key depends on) only the extra parameters it declares
+        params = {"profile": profile, "out_dir": OUT_DIR_PARAM,
+                  **{k: v for k, v in extra.items() if k in declared[path.stem]}}
         upstream = dict(keys) if reads_other_results(raw) else {}
         key = build_key(raw, params, sources, __version__, upstream)
         keys[path.stem] = key

@@ -22,22 +22,25 @@ class Claim:
     key: str | None       # number key in that notebook's results
     unit: str = ""
     note: str = ""
+    scale: float = 1.0    # ours = numbers[key] * scale (e.g. a fraction shown in %)
 
 
 CLAIMS: list[Claim] = [
     Claim("C1", "VeRA+ keeps this share of the drift-free accuracy after ten years of drift",
-          "up to 99.77 %", "VeRA+ abstract (2026)", "03_comparison", "vera_plus_retained_pct_10y", "%"),
+          "up to 99.77 %", "VeRA+ abstract (2026)", "03_comparison", "retained_pct_vera_plus_10y", "%"),
     Claim("C2", "VeRA+ recovers this share of the accuracy lost to drift, across models",
-          "97-99 %", "digest (unverified)", "03_comparison", "vera_plus_recovered_pct_10y", "%"),
+          "97-99 %", "digest (unverified)", "03_comparison", "recovered_vera_plus_10y", "%", scale=100.0),
     Claim("C3", "VeRA+ needs this many times less storage than BN calibration",
-          "> 1000x", "VeRA+ abstract (2026)", "04_overhead", "ratio_bn_over_vera_plus_resnet20", "x",
-          "ResNet-20, the study's level count unknown: K from the notebook's parameters"),
+          "> 1000x", "VeRA+ abstract (2026)", "04_overhead", "ratio_bn_over_vera_cross_resnet20", "x",
+          "ResNet-20, cross-layer VeRA+; the study's number of levels is unknown (K: notebook 04's parameter)"),
     Claim("C4", "VeRA+ needs this many times less storage than LoRA",
-          "about 10x", "digest (unverified)", "04_overhead", "ratio_lora_over_vera_plus_resnet20", "x"),
+          "about 10x", "digest (unverified)", "04_overhead", "ratio_lora_over_vera_cross_resnet20", "x",
+          "ResNet-20, cross-layer VeRA+"),
     Claim("C5", "VeRA+ total storage", "5.15 KB", "digest (unverified)", "04_overhead",
-          "vera_plus_total_kb_resnet20", "KB"),
+          "total_bytes_vera_cross_resnet20", "kB", "ResNet-20, cross-layer, fp32, all levels; 1 kB = 1000 bytes",
+          scale=1e-3),
     Claim("C6", "VeRA+ extra compute per inference", "1.9 %", "digest (unverified)", "04_overhead",
-          "vera_plus_macs_pct_resnet20", "%"),
+          "extra_macs_pct_vera_cross_resnet20", "%", "ResNet-20, cross-layer VeRA+"),
     Claim("C7", "Under one week of measured drift, VeRA+ stays close to drift-free accuracy",
           "close to drift-free", "VeRA+ abstract (2026)", "07_measured_drift", "vera_plus_retained_pct_horizon", "%",
           "our table is the public NeuRRAM one; the study's own 1T1R measurements are private"),

@@ -169,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        return {"sweep": _sweep, "book": _book, "presets": lambda a: _presets(), "profiles": lambda a: _profiles()}[args.command](args)
+        commands = {"sweep": _sweep, "book": _book, "presets": lambda a: _presets(),
+                    "profiles": lambda a: _profiles()}
+        return commands[args.command](args)
     except RramlibError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -87,7 +87,7 @@ def test_layer_selection_and_errors():
     assert torch.equal(analog.at(TIME_GRID["10y"])[0].weight, net[0].weight)
     with pytest.raises(RramlibError, match="no Conv2d/Linear layer named"):
         AnalogModel(net, "relative_gaussian", seed=0, layers=["nope"])
-    with pytest.raises(RramlibError, match="preset .nonsense."):
+    with pytest.raises(RramlibError, match="unknown preset .nonsense."):
         AnalogModel(net, "nonsense", seed=0)
     with pytest.raises(RramlibError):
         AnalogModel(net, "relative_gaussian", seed=0).at(-1.0)

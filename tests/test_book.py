@@ -3,7 +3,6 @@
 Fast: two tiny notebooks are executed (one kernel each); the real notebooks are only read.
 CI builds the smoke book after the tests (``make book PROFILE=smoke``).
 """
-import ast
 import json
 import re
 import socket
@@ -69,8 +68,7 @@ def test_notebook_parameters_cell(path):
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one cell must be tagged 'parameters'"
     assert code and code[0] is tagged[0], "the parameters cell must be the first code cell"
-    names = {t.id for node in ast.parse(tagged[0].source).body if isinstance(node, (ast.Assign, ast.AnnAssign))
-             for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
+    names = set(book.declared_parameters(nb))
     assert {"profile", "out_dir"} <= names, f"parameters must include profile and out_dir, got {sorted(names)}"
 
 
@@ -139,6 +137,16 @@ def test_static_chapters_type_no_numbers(page):
     numbers = re.findall(r"(?<![\w\-.+/])\d+(?:[.,]\d+)*\s*%?(?![\w\-])", _prose(page.read_text()))
     numbers = [n for n in numbers if not re.fullmatch(r"(19|20)\d\d", n)]
     assert not numbers, f"{page.name} types numbers into prose: {numbers[:10]}; glue them from a notebook"
+
+
+def test_parameters_named_in_static_pages_exist():
+    """Every ``-p NAME`` a static page shows is a parameter some notebook declares."""
+    if not NOTEBOOKS:
+        pytest.skip("no notebooks yet")
+    declared = set().union(*(book.declared_parameters(_read(p)) for p in NOTEBOOKS))
+    for page in STATIC_PAGES:
+        for name in re.findall(r"(?<![\w-])-p\s+([A-Za-z_]\w*)", page.read_text()):
+            assert name in declared, f"{page.name} shows -p {name}, which no notebook declares"
 
 
 def test_toc_lists_every_static_chapter_and_notebook():
@@ -215,7 +223,8 @@ def test_build_key_changes_with_every_input():
 
 def test_source_files_cover_the_package():
     files = source_files()
-    assert "cli.py" in files and "drift/base.py" in files and "book.py" not in files and any(f.endswith(".csv") for f in files)
+    assert "cli.py" in files and "drift/base.py" in files and "book.py" not in files
+    assert any(f.endswith(".csv") for f in files)
     assert not any("__pycache__" in f for f in files)
 
 
@@ -225,6 +234,11 @@ def test_parse_parameter_like_papermill():
     assert parse_parameter("flag", "True") == ("flag", True)
     assert parse_parameter("x", "None") == ("x", None)
     assert parse_parameter("preset", "ibm_pcm") == ("preset", "ibm_pcm")
+    assert parse_parameter("ranks", "[4, 8]") == ("ranks", [4, 8])
+    assert parse_parameter("p", "{rd: 0.3}") == ("p", {"rd": 0.3})
+    here = Path(__file__)
+    assert parse_parameter("table", str(here.relative_to(Path.cwd())) if here.is_relative_to(Path.cwd())
+                           else str(here)) == ("table", str(here.resolve()))
     for name in ("profile", "out_dir", "not-a-name"):
         with pytest.raises(RramlibError):
             parse_parameter(name, "1")
@@ -236,6 +250,13 @@ def test_cli_book_rejects_bad_input_before_work(capsys, monkeypatch):
     assert capsys.readouterr().err.startswith("error: unknown profile 'huge'")
     assert main(["book", "--profile", "smoke", "-p", "profile", "quick"]) == 2
     assert "use --profile" in capsys.readouterr().err
+    assert main(["book", "--profile", "smoke", "-p", "drift_scle", "2"]) == 2
+    assert capsys.readouterr().err.startswith("error: no notebook has the parameter(s) drift_scle")
+
+
+def test_declared_parameters():
+    nb = _new_notebook("y = 2", parameters="profile = 'quick'\nout_dir: str = 'results'\nranks = (4, 16)")
+    assert book.declared_parameters(nb) == ["profile", "out_dir", "ranks"]
 
 
 # ----------------------------------------------------------------------------------------------

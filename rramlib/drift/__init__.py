@@ -35,7 +35,7 @@ PRESETS: dict[str, type[DriftModel]] = {
 
 def preset_parameters(name: str) -> dict[str, object]:
     """The parameters of a preset and their defaults."""
-    cls = PRESETS[check_choice("drift preset", name, PRESETS)]
+    cls = PRESETS[check_choice("preset", name, PRESETS)]
     return {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()
             if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
