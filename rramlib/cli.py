@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--drift-scale", type=float, default=None, help="multiplies the preset's drift")
     sweep.add_argument("--drift-param", action="append", default=[], metavar="NAME=VALUE",
                        help="a preset parameter, e.g. rd=0.3 or table=drift.csv (repeatable)")
+    sweep.add_argument("--method-param", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                       help="a method hyper-parameter, e.g. vera_plus.rank=8 or dora.n_samples=20 (repeatable)")
+    sweep.add_argument("--levels", type=int, default=None, help="number of drift levels K (time windows)")
     sweep.add_argument("--mapping", choices=["differential", "single"], default=None,
                        help="weight-to-conductance mapping (default: the preset's)")
     sweep.add_argument("--per-channel", action="store_true", help="scale weights per output channel")
@@ -85,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("presets", help="list the drift presets and their parameters")
     sub.add_parser("profiles", help="list the profiles")
+    sub.add_parser("methods", help="list the compensation methods and their hyper-parameters")
     return parser
 
 
@@ -100,6 +104,13 @@ def _sweep(args: argparse.Namespace) -> int:
     if not out.parent.exists():
         raise RramlibError(f"output folder {str(out.parent)!r} does not exist")
     params = dict(_parse_param(p) for p in args.drift_param)
+    method_params: dict[str, dict] = {}
+    for text in args.method_param:
+        name, value = _parse_param(text)
+        method, _, key = name.partition(".")
+        if not key:
+            raise RramlibError(f"method parameter {text!r} must look like method.name=value, e.g. vera_plus.rank=8")
+        method_params.setdefault(method, {})[key] = value
     if args.drift_scale is not None:
         params["drift_scale"] = args.drift_scale
     overrides = {k: v for k, v in {"dataset": args.dataset, "model": args.model, "device": args.device}.items()
@@ -108,6 +119,7 @@ def _sweep(args: argparse.Namespace) -> int:
         overrides["train"] = dataclasses.replace(get_profile(args.profile).train, epochs=args.epochs)
     config = SweepConfig(
         profile=args.profile, preset=args.preset, methods=tuple(args.methods), drift_params=params,
+        method_params=method_params, levels=args.levels,
         mapping=args.mapping, per_channel=args.per_channel, n_levels=args.n_levels,
         times=tuple(args.times) if args.times else None, chips=args.chips, profile_overrides=overrides,
     )
@@ -156,6 +168,15 @@ def _presets() -> int:
     return 0
 
 
+def _methods() -> int:
+    from .compensation import METHODS
+
+    for name, cls in METHODS.items():
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        print(f"{name}: {doc}\n    defaults: {cls.defaults}")
+    return 0
+
+
 def _profiles() -> int:
     from .experiments import PROFILES
 
@@ -170,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         commands = {"sweep": _sweep, "book": _book, "presets": lambda a: _presets(),
-                    "profiles": lambda a: _profiles()}
+                    "profiles": lambda a: _profiles(), "methods": lambda a: _methods()}
         return commands[args.command](args)
     except RramlibError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -103,3 +103,31 @@ def test_sweep_writes_the_promised_records(tmp_path, capsys):
     assert {r["time_label"] for r in drifted} == {"1s", "1d", "10y"}
     assert all(set(r) >= {"method", "preset", "time_s", "chip_seed", "accuracy"} for r in drifted)
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in drifted)
+
+
+def test_method_parameters_reach_the_sweep(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    code = main(["sweep", "--profile", "smoke", "--preset", "ibm_pcm", "--methods", "vera_plus", "--levels", "1",
+                 "--method-param", "vera_plus.rank=2", "--method-param", "vera_plus.steps=5", "--out", str(out),
+                 "--quiet", "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0
+    info = json.loads(out.read_text())["metadata"]["method_info"]["vera_plus"]
+    assert info["rank"] == 2 and info["steps"] == 5 and info["storage"]["levels"] == 1
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--method-param", "rank=2"], "method.name=value"),
+    (["--method-param", "vera_plus.colour=2"], "colour"),
+    (["--method-param", "magic.rank=2"], "unknown method"),
+    (["--levels", "0"], "levels"),
+])
+def test_bad_method_parameters(args, expected, tmp_path, capsys, no_heavy_work):
+    code = main(["sweep", "--profile", "smoke", "--methods", "vera_plus", "--out", str(tmp_path / "r.json"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and "Traceback" not in err
+
+
+def test_methods_list(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("none", "scale", "bn", "lora", "dora", "vera_plus", "noise_aware", "retrain"))
