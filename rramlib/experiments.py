@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import __version__
 from .analog import AnalogModel
@@ -288,7 +288,7 @@ def run_sweep(
     Returns ``{"metadata": {...}, "records": [...]}``; each record has method, preset, time_s,
     time_label, chip_seed, accuracy, the active drift level, storage_bytes (fp32, all levels) and
     extra_macs. The drift-free accuracy is in the metadata and as one record with method ``"drift_free"``.
-    Per-method storage, compute and fit time are in ``metadata["methods"]``.
+    Per-method storage, compute and fit time are in ``metadata["method_info"]``.
     """
     start = time.perf_counter()
     cache = cache or Cache(None)

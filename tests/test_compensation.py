@@ -53,8 +53,7 @@ def test_outputs_are_finite_and_deterministic(fitted, base, name):
 def test_untrained_adapters_leave_the_drifted_chip_unchanged(base, name):
     ctx = context(base)
     plain = make_method("none").fit(ctx)
-    method = make_method(name, **{**FAST.get(name, {}), **({"steps": 0} if name == "dora" else {})}) \
-        if name == "dora" else make_method(name, **FAST.get(name, {}))
+    method = make_method(name, **FAST.get(name, {}))
     method.setup(ctx)  # structure only, parameters at their initial values
     x = base.splits.test.tensors[0][:64]
     with torch.no_grad():
@@ -170,6 +169,8 @@ def test_storage_hand_counts_on_the_smoke_model(fitted, base):
 @pytest.mark.parametrize("bad", [
     {"name": "magic"}, {"name": "vera_plus", "colour": 1}, {"name": "vera_plus", "sharing": "all"},
     {"name": "vera_plus", "steps": "many"}, {"name": "scale", "mode": "row"}, {"name": "dora", "budget": -1.0},
+    {"name": "vera_plus", "rank": 0}, {"name": "lora", "rank": -2}, {"name": "vera_plus", "kd_weight": -1.0},
+    {"name": "lora", "steps": 0}, {"name": "retrain", "lr": 0.0},
 ])
 def test_bad_method_input(bad):
     bad = dict(bad)

@@ -16,7 +16,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ..analog import AnalogModel
 from ..data import DatasetSplits, as_tensors
@@ -66,6 +66,9 @@ class Method(abc.ABC):
     name: ClassVar[str]
     #: Hyper-parameters with defaults; subclasses extend it. Values are validated in ``__init__``.
     defaults: ClassVar[dict] = {}
+    _POSITIVE = {"steps", "lr", "batch_size", "rank", "epochs", "batches", "n_samples", "budget", "n_probe",
+                 "alpha", "sensitivity_chips"}
+    _NON_NEGATIVE = {"kd_weight", "finetune_steps"}
 
     def __init__(self, **params):
         unknown = set(params) - set(self.defaults)
@@ -77,6 +80,10 @@ class Method(abc.ABC):
             if default is not None and not isinstance(default, bool) and isinstance(default, (int, float)):
                 value = self.params[key]
                 check_type(f"{self.name}.{key}", value, (int, float) if isinstance(default, float) else int)
+        for key in self._POSITIVE & set(self.params):
+            check_positive(f"{self.name}.{key}", self.params[key])
+        for key in self._NON_NEGATIVE & set(self.params):
+            check_positive(f"{self.name}.{key}", self.params[key], allow_zero=True)
         self.analog_: AnalogModel | None = None
 
     # -------------------------------------------------------------- to implement
