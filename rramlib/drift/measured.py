@@ -325,9 +325,11 @@ class Measured(DriftModel):
             return row.index_select(0, i).reshape(shape)
 
         # linear in g within the grid interval i: lower value + f * (upper - lower)
-        shift = torch.addcmul(pick(mean_lo), f, pick(mean_slope))
         std = torch.addcmul(pick(std_lo), f, pick(std_slope))
-        shift.addcmul_(std, state["z"])
+        if bool(self.table.mean_shift.any()):
+            shift = torch.addcmul(pick(mean_lo), f, pick(mean_slope)).addcmul_(std, state["z"])
+        else:  # zero-mean tables (the NeuRRAM default): skip the mean's gathers
+            shift = std.mul_(state["z"])
         return torch.add(g_target, shift, alpha=self.drift_scale).clamp_(self.g_min, self.g_max)
 
 
