@@ -32,7 +32,7 @@ from .data import DATASETS, DatasetSplits, as_tensors, load_dataset
 from .drift import PRESETS, make_drift_model
 from .errors import RramlibError, check_choice, check_type
 from .evaluate import accuracy
-from .schedule import log_windows
+from .schedule import Schedule, log_windows
 from .mapping import Mapping
 from .models import MODELS, build_model
 from .times import TIME_GRID, parse_time
@@ -40,7 +40,7 @@ from .train import TrainConfig, train
 
 __all__ = [
     "EVAL_CHIP_BASE", "METHODS", "PROFILES", "Profile", "SweepConfig", "BaseModel",
-    "get_profile", "train_base_model", "run_sweep", "run_metadata",
+    "get_profile", "train_base_model", "run_sweep", "run_metadata", "Experiment", "prepare", "fit_method",
 ]
 
 #: Seeds of evaluation chips start here; training/calibration chips use seeds below it.
@@ -265,6 +265,45 @@ def _evaluate_chip(method: Method, seed: int, times: list[float], test, device) 
     return [accuracy(method.at(seed, t), test, device=str(device)) for t in times]
 
 
+@dataclass
+class Experiment:
+    """What a sweep configuration fits its methods with: the trained model, the fit context, the cache key."""
+
+    profile: Profile
+    base: BaseModel
+    ctx: FitContext
+    fit_key: dict
+
+    def fit(self, name: str, config: SweepConfig, cache: Cache | None = None) -> Method:
+        """Method ``name`` with ``config``'s hyper-parameters, fitted (or restored from the cache)."""
+        method = config.method(name)
+        fit_method(method, self.ctx, self.fit_key, cache or Cache(None))
+        return method
+
+
+def prepare(
+    config: SweepConfig, *, schedule: Schedule | None = None, data_root: str | None = None,
+    download: bool = False, cache: Cache | None = None, progress: bool = False,
+) -> Experiment:
+    """Train (or load) the base model of ``config`` and build its fit context and fit cache key.
+
+    ``schedule`` replaces the profile's log-spaced drift levels (e.g. greedy windows).
+    """
+    profile = config.resolved_profile()
+    base = train_base_model(profile, data_root=data_root, download=download, cache=cache, progress=progress)
+    drift = config.drift_model()
+    schedule = schedule or log_windows(profile.levels)
+    ctx = FitContext(model=base.model, splits=base.splits, drift=drift, schedule=schedule, mapping=config.mapping,
+                     per_channel=config.per_channel, n_levels=config.n_levels, train_chips=profile.train_chips,
+                     device=str(resolve_device(profile.device)), progress=progress)
+    fit_key = {
+        "base_model": base.key, "preset": config.preset, "drift": drift.params(), "mapping": config.mapping,
+        "per_channel": config.per_channel, "n_levels": config.n_levels, "schedule": list(schedule.edges),
+        "train_chips": profile.train_chips,
+    }
+    return Experiment(profile, base, ctx, fit_key)
+
+
 def fit_method(method: Method, ctx: FitContext, key: dict, cache: Cache) -> dict:
     """Fit ``method`` offline, or restore its fitted state from the cache; returns fit information."""
     def compute():
@@ -292,21 +331,12 @@ def run_sweep(
     """
     start = time.perf_counter()
     cache = cache or Cache(None)
-    profile = config.resolved_profile()
-    base = train_base_model(profile, data_root=data_root, download=download, cache=cache, progress=progress)
+    exp = prepare(config, data_root=data_root, download=download, cache=cache, progress=progress)
+    profile, base, ctx, fit_key, schedule = exp.profile, exp.base, exp.ctx, exp.fit_key, exp.ctx.schedule
     device = resolve_device(profile.device)
-    drift = config.drift_model()
-    schedule = log_windows(profile.levels)
+    drift = ctx.drift
     times = [parse_time(t) for t in profile.times]
     test = _test_tensors(base.splits, device)
-    ctx = FitContext(model=base.model, splits=base.splits, drift=drift, schedule=schedule, mapping=config.mapping,
-                     per_channel=config.per_channel, n_levels=config.n_levels, train_chips=profile.train_chips,
-                     device=str(device), progress=progress)
-    chip_key = {
-        "base_model": base.key, "preset": config.preset, "drift": drift.params(), "mapping": config.mapping,
-        "per_channel": config.per_channel, "n_levels": config.n_levels,
-    }
-    fit_key = {**chip_key, "schedule": list(schedule.edges), "train_chips": profile.train_chips}
     records = [{"method": "drift_free", "preset": config.preset, "time_s": None, "time_label": None,
                 "chip_seed": None, "accuracy": base.accuracy, "level": None, "storage_bytes": 0, "extra_macs": 0}]
     methods_meta = {}
