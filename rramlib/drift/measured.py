@@ -293,6 +293,7 @@ class Measured(DriftModel):
                 raise RramlibError(f"drift table {self.table.source} has content hash {self.table_sha256}, "
                                    f"expected {table_sha256} (the file changed?)")
         self._rows_cache: dict[tuple[float, str], tuple[Tensor, ...]] = {}
+        self._zero_mean = not bool(self.table.mean_shift.any())  # decided once, not on every read
 
     def params(self) -> dict:
         return {"table": self.table_path, "table_sha256": self.table_sha256, **self._base_params()}
@@ -326,7 +327,7 @@ class Measured(DriftModel):
 
         # linear in g within the grid interval i: lower value + f * (upper - lower)
         std = torch.addcmul(pick(std_lo), f, pick(std_slope))
-        if bool(self.table.mean_shift.any()):
+        if not self._zero_mean:
             shift = torch.addcmul(pick(mean_lo), f, pick(mean_slope)).addcmul_(std, state["z"])
         else:  # zero-mean tables (the NeuRRAM default): skip the mean's gathers
             shift = std.mul_(state["z"])
