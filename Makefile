@@ -14,10 +14,12 @@ BOOK_ARGS ?=
 
 .PHONY: install test book sweep benchmark clean
 
+# aihwkit-lightning: test-only cross-check of rramlib.crossbar; --no-deps because its metadata pins torch==2.13.0
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,book]"
+	$(PY) -m pip install --quiet -e ".[dev,book,cluster]"
+	$(PY) -m pip install --quiet --no-deps aihwkit-lightning==2.1.0
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -3,7 +3,8 @@
 A sweep over T times x S chips evaluates the test set T*S times, each time on freshly
 drifted weights (plus one programming per chip). Plain inference evaluates the same
 drift-free model T*S times. The ratio (sweep / plain) is the overhead the drift
-simulation adds; the goal is <= 1.2.
+simulation adds; the goal is <= 1.2 with the ideal crossbar and <= 2 with the aihwkit-like
+periphery (tiles, DAC, ADC, output noise at every read; rramlib.crossbar).
 
     python benchmarks/drift_sweep.py [--profile quick] [--repeats 3] [--out FILE.json]
 """
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--profile", default="quick", help="profile whose model and time grid are used")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions; the minimum is reported")
     parser.add_argument("--out", default=None, help="write the measurements to this JSON file")
+    parser.add_argument("--crossbars", default="ideal,aihwkit", help="comma-separated crossbar presets to time")
     args = parser.parse_args()
 
     profile = get_profile(args.profile)
@@ -51,17 +53,17 @@ def main() -> None:
     n = len(times) * len(chips)
     rows = []
     with torch.inference_mode():
-        for preset in PRESETS:
-            analog = AnalogModel(base.model, preset, seed=chips[0])
+        for preset, crossbar in [(p, c) for p in PRESETS for c in args.crossbars.split(",")]:
+            analog = AnalogModel(base.model, preset, seed=chips[0], crossbar=crossbar)
             plain(base.model, test, 2)  # warm-up
             sweep(analog, test, times[:1], chips[:1])
             t_plain, t_sweep = [], []
             for _ in range(args.repeats):  # interleaved, so both see the same machine state
                 start = time.perf_counter(); plain(base.model, test, n); t_plain.append(time.perf_counter() - start)
                 start = time.perf_counter(); sweep(analog, test, times, chips); t_sweep.append(time.perf_counter() - start)
-            rows.append({"preset": preset, "evaluations": n, "images": n * len(test[1]),
+            rows.append({"preset": preset, "crossbar": crossbar, "evaluations": n, "images": n * len(test[1]),
                          "plain_s": min(t_plain), "sweep_s": min(t_sweep), "ratio": min(t_sweep) / min(t_plain)})
-            print(f"{preset:18s} {n} evaluations x {len(test[1])} images: plain {min(t_plain):.3f} s, "
+            print(f"{preset:18s} {crossbar:8s} {n} evaluations x {len(test[1])} images: plain {min(t_plain):.3f} s, "
                   f"sweep {min(t_sweep):.3f} s, ratio {rows[-1]['ratio']:.2f}")
     if args.out:
         with open(args.out, "w") as f:

@@ -9,6 +9,11 @@ Programming happens once per chip: the weights are mapped to conductances
 randomness from one explicit generator seeded with the chip seed. Afterwards
 :meth:`AnalogModel.at` is deterministic: ``at(t1)`` and ``at(t2)`` are the same chip
 at two times, and two chip seeds are two chips.
+
+``crossbar`` (default ``"ideal"``: the exact product, nothing installed) passes every RRAM layer's
+matrix-vector product through a tile/DAC/ADC/noise periphery (:mod:`rramlib.crossbar`). Its per-column
+parts are drawn at programming from a stream derived from the chip seed (the drift draws are unchanged),
+and its per-read noise stream restarts at every :meth:`AnalogModel.at` from (chip, t).
 """
 from __future__ import annotations
 
@@ -19,9 +24,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .crossbar import Crossbar, Periphery, make_crossbar
 from .drift import DriftModel, make_drift_model
 from .errors import RramlibError, check_time, check_type
 from .mapping import Mapping
+from .seeding import derive_seed, generator as derived_generator
 
 __all__ = ["AnalogModel", "rram_layers"]
 
@@ -58,8 +65,9 @@ class AnalogModel:
     drift : a :class:`~rramlib.drift.DriftModel` or a preset name (``drift_params`` then go to it).
     seed : the chip seed; all programming randomness comes from ``torch.Generator().manual_seed(seed)``.
     mapping : ``"differential"``, ``"single"`` or a :class:`~rramlib.mapping.Mapping`; default: the preset's own.
-    per_channel, n_levels : mapping options (see :class:`~rramlib.mapping.Mapping`).
+    per_channel, n_conductance_states : mapping options (see :class:`~rramlib.mapping.Mapping`).
     layers : names of the layers on RRAM (default: every Conv2d and Linear).
+    crossbar : a :class:`~rramlib.crossbar.Crossbar` or a preset name (``"ideal"``, ``"aihwkit"``).
 
     ``analog.model`` is the network whose RRAM weights :meth:`at` overwrites in place; wrap its
     layers with adapters freely, they keep seeing the drifted weights.
@@ -73,11 +81,13 @@ class AnalogModel:
         seed: int,
         mapping: Mapping | str | None = None,
         per_channel: bool = False,
-        n_levels: int | None = None,
+        n_conductance_states: int | None = None,
         layers: Iterable[str] | None = None,
         drift_params: dict | None = None,
+        crossbar: Crossbar | str = "ideal",
     ):
         check_type("seed", seed, int)
+        crossbar = make_crossbar(crossbar)
         if isinstance(drift, str):
             drift = make_drift_model(drift, **(drift_params or {}))
         elif drift_params:
@@ -87,7 +97,7 @@ class AnalogModel:
         if not isinstance(mapping, Mapping):
             mapping = Mapping(
                 g_min=drift.g_min, g_max=drift.g_max, kind=mapping or drift.default_mapping,
-                per_channel=per_channel, n_levels=n_levels,
+                per_channel=per_channel, n_conductance_states=n_conductance_states,
             )
         self.drift = drift
         self.mapping = mapping
@@ -100,7 +110,9 @@ class AnalogModel:
         if not self._layers:
             raise RramlibError("the model has no Conv2d or Linear layer to put on RRAM")
         self.reference = {layer.name: layer.module.weight.detach().clone() for layer in self._layers}
+        self.periphery: Periphery | None = None
         self.program(seed)
+        self.set_crossbar(crossbar)
 
     # ----------------------------------------------------------------- programming
     def program(self, seed: int) -> AnalogModel:
@@ -115,7 +127,33 @@ class AnalogModel:
             layer.state = {k: v.to(w.device) for k, v in state.items()}
             layer.w_max = layer.w_max.to(w.device)
         self.time: float | None = None
+        self._program_periphery()
         return self
+
+    def set_crossbar(self, crossbar: Crossbar | str) -> AnalogModel:
+        """Read the layers through ``crossbar`` from now on (``"ideal"``: their exact forward again)."""
+        crossbar = make_crossbar(crossbar)
+        if self.periphery is not None:
+            self.periphery.remove()
+            self.periphery = None
+        if not crossbar.is_ideal:
+            self.periphery = Periphery(crossbar, self.layer_modules)
+            self._program_periphery()
+        return self
+
+    @property
+    def crossbar(self) -> Crossbar:
+        """The periphery every RRAM layer is read through."""
+        return make_crossbar() if self.periphery is None else self.periphery.crossbar
+
+    def _program_periphery(self) -> None:
+        if self.periphery is not None:
+            self.periphery.program([layer.w_max for layer in self._layers],
+                                   derived_generator(self.seed, "crossbar_systematic"))
+
+    def _start_read(self, key: str) -> None:
+        if self.periphery is not None:
+            self.periphery.reseed(derive_seed(self.seed, "crossbar_read", key))
 
     # ----------------------------------------------------------------- reading
     def weights_at(self, t: float) -> Iterator[tuple[str, Tensor]]:
@@ -129,6 +167,7 @@ class AnalogModel:
     def at(self, t: float) -> nn.Module:
         """The chip ``t`` seconds after programming: writes the drifted weights into ``self.model``."""
         t = check_time(t)
+        self._start_read(repr(t))
         if t != self.time:
             for layer, (_, w) in zip(self._layers, self.weights_at(t)):
                 layer.module.weight.copy_(w)
@@ -141,6 +180,7 @@ class AnalogModel:
         for layer in self._layers:
             layer.module.weight.copy_(self.reference[layer.name])
         self.time = None
+        self._start_read("drift_free")
         return self.model
 
     @property
@@ -161,6 +201,8 @@ class AnalogModel:
             layer.state = {k: v.to(device) for k, v in layer.state.items()}
             layer.w_max = layer.w_max.to(device)
         self.reference = {k: v.to(device) for k, v in self.reference.items()}
+        if self.periphery is not None:
+            self.periphery.to(device)
         self.time = None
         return self
 

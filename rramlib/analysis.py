@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["to_frame", "accuracy_table", "drift_free_accuracy"]
+__all__ = ["to_frame", "accuracy_table", "drift_free_accuracy", "at_time", "method_summary", "recovered_per_chip",
+           "time_table", "time_table_display", "pareto_table", "pareto_front", "with_spread", "switch_jumps"]
 
 
 def to_frame(result: dict) -> pd.DataFrame:
@@ -33,3 +34,121 @@ def accuracy_table(result: dict) -> pd.DataFrame:
     loss = free - table["time_s"].map(none)
     table["recovered"] = ((table["mean"] - table["time_s"].map(none)) / loss).where(loss > 1e-12)
     return table
+
+
+def at_time(result: dict, label: str) -> pd.DataFrame:
+    """:func:`accuracy_table` rows at one time label, indexed by method."""
+    table = accuracy_table(result)
+    rows = table[table["time_label"] == label]
+    if rows.empty:
+        from .errors import RramlibError
+
+        raise RramlibError(f"time {label!r} is not in this sweep's grid {sorted(set(table['time_label']))}")
+    return rows.set_index("method")
+
+
+def method_summary(result: dict, method: str, label: str) -> dict:
+    """One method of a sweep at one time: accuracy (mean, std over chips) with its storage and compute cost."""
+    row = at_time(result, label).loc[method]
+    info = result["metadata"]["method_info"][method]
+    return {"acc_mean": row["mean"], "acc_std": row["std"], "storage_bytes_fp32": info["storage"]["total_bytes_fp32"],
+            "bytes_per_level_fp32": info["storage"]["bytes_per_level_fp32"],
+            "extra_macs_pct": 100 * info["extra_macs_ratio"], "fit_time_s": info["fit_time_s"]}
+
+
+def recovered_per_chip(result: dict, method: str, label: str) -> pd.Series:
+    """The recovered fraction of ``method`` chip by chip at one time (same chip seeds for every method):
+    ``(acc - acc_none) / (drift-free - acc_none)`` per chip, NaN where that chip lost nothing to drift."""
+    frame = to_frame(result)
+    wide = frame[frame["time_label"] == label].pivot_table(index="chip_seed", columns="method", values="accuracy")
+    loss = drift_free_accuracy(result) - wide["none"]
+    return ((wide[method] - wide["none"]) / loss).where(loss > 1e-12)
+
+
+def time_table(result: dict, methods, labels) -> pd.DataFrame:
+    """Table T1: per method and time, accuracy (mean, std), retained and recovered with their spreads.
+
+    ``retained_std`` is the accuracy's std over chips relative to drift-free; ``recovered_std`` the std over
+    chips of :func:`recovered_per_chip`; ``drift_loss_pp`` the uncompensated loss in percentage points.
+    """
+    free = drift_free_accuracy(result)
+    tables = {label: at_time(result, label) for label in labels}
+    rows = []
+    for m in methods:
+        for label, at in tables.items():
+            rows.append({"method": m, "time": label, "acc_mean": at.loc[m, "mean"], "acc_std": at.loc[m, "std"],
+                         "retained": at.loc[m, "retained"], "retained_std": at.loc[m, "std"] / free,
+                         "recovered": at.loc[m, "recovered"],
+                         "recovered_std": recovered_per_chip(result, m, label).std(ddof=1),
+                         "drift_loss_pp": 100 * (free - at.loc["none", "mean"])})
+    return pd.DataFrame(rows)
+
+
+def time_table_display(t1: pd.DataFrame, methods, labels, names: dict | None = None) -> pd.DataFrame:
+    """T1 as the book shows it: ``mean ± std`` strings per time, and a last row with the drift loss."""
+    names = names or {}
+    shown = pd.DataFrame({"method": [names.get(m, m) for m in methods]})
+    for t in labels:
+        sub = t1[t1["time"] == t].set_index("method").loc[list(methods)]
+        shown[f"{t}: accuracy"] = [with_spread(a, s, "{:.3f}") for a, s in zip(sub["acc_mean"], sub["acc_std"])]
+        shown[f"{t}: retained %"] = [with_spread(100 * a, 100 * s, "{:.1f}")
+                                     for a, s in zip(sub["retained"], sub["retained_std"])]
+        shown[f"{t}: recovered"] = ["—" if m == "none" else with_spread(a, s, "{:.2f}")
+                                    for m, a, s in zip(methods, sub["recovered"], sub["recovered_std"])]
+    loss = {"method": "drift loss (pp)"}
+    for t in labels:
+        loss[f"{t}: accuracy"] = f"{t1[(t1['method'] == 'none') & (t1['time'] == t)]['drift_loss_pp'].iloc[0]:.1f}"
+    return pd.concat([shown, pd.DataFrame([loss])], ignore_index=True).fillna("")
+
+
+def pareto_table(result: dict, methods, label: str) -> pd.DataFrame:
+    """Per method: total and per-level storage (fp32), levels, accuracy at ``label`` and extra-MAC ratio."""
+    info = result["metadata"]["method_info"]
+    at = at_time(result, label)
+    return pd.DataFrame([{
+        "method": m, "storage_bytes_fp32": info[m]["storage"]["total_bytes_fp32"],
+        "storage_bytes_per_level_fp32": info[m]["storage"]["bytes_per_level_fp32"],
+        "levels": info[m]["storage"]["levels"], "acc_mean": at.loc[m, "mean"], "acc_std": at.loc[m, "std"],
+        "extra_macs_ratio": info[m]["extra_macs_ratio"]} for m in methods])
+
+
+def pareto_front(cost, value) -> list[int]:
+    """Indices of the points on the Pareto front (lowest cost, highest value), in order of cost.
+
+    A point is on the front when no other point costs at most as much and is strictly better; among
+    equal costs the best value comes first.
+    """
+    import numpy as np
+
+    cost, value = np.asarray(cost, dtype=float), np.asarray(value, dtype=float)
+    front, best = [], -np.inf
+    for i in np.lexsort((-value, cost)):
+        if value[i] > best:
+            front.append(int(i))
+            best = value[i]
+    return front
+
+
+def with_spread(mean, std, fmt: str = "{:.3f}") -> str:
+    """``"mean ± std"`` in ``fmt``; ``"n/a"`` for a missing mean, no spread for a missing std."""
+    if pd.isna(mean):
+        return "n/a"
+    return f"{fmt.format(mean)} ± {fmt.format(std)}" if pd.notna(std) else fmt.format(mean)
+
+
+def switch_jumps(table: pd.DataFrame, method: str, edges, before: float = 0.93, after: float = 1.07) -> pd.DataFrame:
+    """Mean accuracy of ``method`` just before and just after every inner window edge of a schedule.
+
+    ``table`` is an :func:`accuracy_table` evaluated at (or near) ``before·edge`` and ``after·edge``; the
+    nearest evaluated times are used. One row per switch from ``level{k-1}`` to ``level{k}``.
+    """
+    from .times import format_time
+
+    acc = table[table["method"] == method].set_index("time_s")["mean"]
+    nearest = lambda s: acc.loc[min(acc.index, key=lambda t: abs(t - s))]  # noqa: E731
+    rows = []
+    for k, e in enumerate(edges[1:-1], start=1):
+        b, a = nearest(e * before), nearest(e * after)
+        rows.append({"edge": format_time(e), "from": f"level{k - 1}", "to": f"level{k}", "accuracy before": b,
+                     "accuracy after": a, "change": a - b})
+    return pd.DataFrame(rows, columns=["edge", "from", "to", "accuracy before", "accuracy after", "change"])

@@ -1,8 +1,9 @@
 """A content-addressed store for trained models and sweep results.
 
-An entry's key is the SHA-256 of the canonical JSON of its configuration plus the
-package version, so a changed parameter (or a new rramlib) never reads a stale
-result. Each entry is one file, ``<kind>/<key>.pt``, holding a header line with
+An entry's key is the SHA-256 of the canonical JSON of its configuration, the
+package version and a digest of the package's own source files
+(:func:`source_digest`), so a changed parameter, a new rramlib or any edit of its
+code never reads a stale result. Each entry is one file, ``<kind>/<key>.pt``, holding a header line with
 the SHA-256 of the payload followed by the payload (``torch.save`` bytes). Files
 are written to a temporary name in the same folder and renamed into place
 (atomic on POSIX), so an interrupted run leaves no entry at all; an entry whose
@@ -10,12 +11,12 @@ checksum does not match (truncated, corrupted) is discarded and recomputed.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ from typing import Any
 import torch
 
 from . import __version__
+from .files import atomic_write
 
-__all__ = ["Cache", "config_hash", "default_cache_dir"]
+__all__ = ["Cache", "config_hash", "default_cache_dir", "source_digest"]
 
 log = logging.getLogger(__name__)
 _MAGIC = b"rramlib-cache-v1 "
@@ -45,9 +47,36 @@ def _canonical(obj: Any) -> Any:
     raise TypeError(f"cannot hash config value of type {type(obj).__name__}: {obj!r}")
 
 
-def config_hash(config: dict, *, version: str = __version__) -> str:
-    """SHA-256 (hex) of a configuration dict together with the package version."""
-    text = json.dumps({"config": _canonical(config), "version": version}, sort_keys=True)
+#: Source paths (relative to the package) that only present results; they do not enter the source digest.
+PRESENTATION_ONLY = ("book/", "plotting.py", "report.py")
+
+
+def _presentation_only(relative: Path) -> bool:
+    name = relative.as_posix()
+    return any(name == p or (p.endswith("/") and name.startswith(p)) for p in PRESENTATION_ONLY)
+
+
+@functools.lru_cache(maxsize=None)
+def source_digest(root: str | os.PathLike = Path(__file__).parent) -> str:
+    """SHA-256 (hex) over the package's source and data files (``*.py``, ``*.csv``), paths included.
+
+    Computed once per process (about 50 small files); any edit of rramlib's code changes it, except the
+    presentation layer (:data:`PRESENTATION_ONLY`: the book builder, the figure style, the results report),
+    which computes nothing that is cached, so restyling the book never throws away trained models and sweeps.
+    """
+    root = Path(root)
+    digest = hashlib.sha256()
+    for path in sorted(p for ext in ("*.py", "*.csv") for p in root.rglob(ext)
+                       if "__pycache__" not in p.parts and not _presentation_only(p.relative_to(root))):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def config_hash(config: dict, *, version: str = __version__, sources: str | None = None) -> str:
+    """SHA-256 (hex) of a configuration dict together with the package version and source digest."""
+    sources = source_digest() if sources is None else sources
+    text = json.dumps({"config": _canonical(config), "version": version, "sources": sources}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -94,19 +123,7 @@ class Cache:
         torch.save(obj, buffer)
         payload = buffer.getvalue()
         header = _MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
-        folder = self.root / kind
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(header)
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path(kind, key))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path(kind, key), header + payload)
 
     def get_or_compute(self, kind: str, config: dict, compute: Callable[[], Any]) -> Any:
         """Return the cached result for ``config`` or compute, store and return it."""

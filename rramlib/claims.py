@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Claim", "CLAIMS"]
+__all__ = ["Claim", "CLAIMS", "claims_table"]
 
 
 @dataclass(frozen=True)
@@ -55,3 +55,40 @@ CLAIMS: list[Claim] = [
     Claim("C11", "Area and energy overhead of the digital VeRA+ path", "+3.5 % area, +4.5 % energy",
           "digest (unverified)", None, None, "", "needs a circuit model; rramlib has none"),
 ]
+
+
+def claims_table(out_dir, profile: str):
+    """Table T5: each claim with the paper's number and ours, read from the notebooks' results in ``out_dir``.
+
+    A claim whose notebook has not run reads "not run"; a notebook that ran but stores no number under
+    the claim's key raises :class:`~rramlib.errors.RramlibError` (keeps :data:`CLAIMS` honest). Returns
+    ``(table, ours)`` with ``ours[claim id]`` the scaled numbers that exist.
+    """
+    import pandas as pd
+
+    from .errors import RramlibError
+    from .report import load_results
+
+    results = {}
+    for nb in sorted({c.notebook for c in CLAIMS if c.notebook}):
+        try:
+            results[nb] = load_results(out_dir, nb)
+        except RramlibError:
+            results[nb] = None
+    rows, ours_by_id = [], {}
+    for claim in CLAIMS:
+        res = results.get(claim.notebook) if claim.notebook else None
+        if res is not None and claim.key not in res["numbers"]:
+            raise RramlibError(f"claim {claim.id}: {claim.notebook} stores no number {claim.key!r}")
+        ours = res["numbers"].get(claim.key) if res else None
+        ours = None if ours is None else ours * claim.scale
+        if ours is not None:
+            ours_by_id[claim.id] = ours
+        shown = ("not measurable here" if claim.notebook is None else "not run" if res is None else
+                 "n/a" if ours is None else f"{ours:.4g} {claim.unit}".strip())
+        rows.append({"id": claim.id, "claim": claim.claim, "paper": claim.paper, "source": claim.source, "ours": shown,
+                     "notebook": claim.notebook or "-",
+                     "command": f"rramlib book --profile {profile}" if claim.notebook else "-",
+                     "wall time (s)": round(res["runtime_s"], 1) if res else None,
+                     "peak RAM (MiB)": round(res["peak_rss_mb"]) if res else None, "note": claim.note})
+    return pd.DataFrame(rows), ours_by_id

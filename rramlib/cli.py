@@ -8,30 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from . import __version__
 from .errors import RramlibError
+from .params import parse_assignment
 
 __all__ = ["main"]
-
-
-def _parse_param(text: str) -> tuple[str, object]:
-    """``name=value`` with value read as int, float, bool or string."""
-    if "=" not in text:
-        raise RramlibError(f"drift parameter {text!r} must look like name=value")
-    name, value = text.split("=", 1)
-    for convert in (int, float):
-        try:
-            return name.strip(), convert(value)
-        except ValueError:
-            pass
-    if value.lower() in ("true", "false"):
-        return name.strip(), value.lower() == "true"
-    return name.strip(), value
 
 
 def _csv(text: str) -> list[str]:
@@ -60,7 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--mapping", choices=["differential", "single"], default=None,
                        help="weight-to-conductance mapping (default: the preset's)")
     sweep.add_argument("--per-channel", action="store_true", help="scale weights per output channel")
-    sweep.add_argument("--n-levels", type=int, default=None, help="quantise conductances to N levels")
+    sweep.add_argument("--crossbar", default="ideal",
+                       help="periphery of the evaluation chips: ideal (exact product, default) or aihwkit "
+                            "(tiles, 7-bit DAC, 9-bit ADC, output noise; see rramlib.crossbar)")
+    sweep.add_argument("--n-conductance-states", type=int, default=None,
+                       help="quantise conductances to N equally spaced states")
     sweep.add_argument("--times", type=_csv, default=None,
                        help=f"comma-separated times (default: the grid {','.join(TIME_GRID)})")
     sweep.add_argument("--chips", type=int, default=None, help="number of evaluation chips")
@@ -72,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--download", action="store_true", help="download the dataset into --data-root")
     sweep.add_argument("--cache-dir", default=None, help="results cache (default: $RRAMLIB_CACHE or .rramlib_cache)")
     sweep.add_argument("--no-cache", action="store_true", help="compute everything, store nothing")
+    sweep.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="run the sweep's tasks on a local Dask cluster of N worker processes (rramlib[cluster])")
+    sweep.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="run the sweep's tasks on the Dask cluster at ADDRESS, e.g. tcp://host:8786")
     sweep.add_argument("--out", required=True, help="JSON file to write")
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -103,10 +95,11 @@ def _sweep(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.parent.exists():
         raise RramlibError(f"output folder {str(out.parent)!r} does not exist")
-    params = dict(_parse_param(p) for p in args.drift_param)
+    params = dict(parse_assignment(p, "drift parameter") for p in args.drift_param)
     method_params: dict[str, dict] = {}
     for text in args.method_param:
-        name, value = _parse_param(text)
+        name, value = parse_assignment(text, "method parameter", "method.name=value, e.g. vera_plus.rank=8",
+                                       dotted=True)
         method, _, key = name.partition(".")
         if not key:
             raise RramlibError(f"method parameter {text!r} must look like method.name=value, e.g. vera_plus.rank=8")
@@ -120,14 +113,23 @@ def _sweep(args: argparse.Namespace) -> int:
     config = SweepConfig(
         profile=args.profile, preset=args.preset, methods=tuple(args.methods), drift_params=params,
         method_params=method_params, levels=args.levels,
-        mapping=args.mapping, per_channel=args.per_channel, n_levels=args.n_levels,
+        mapping=args.mapping, per_channel=args.per_channel, n_conductance_states=args.n_conductance_states,
         times=tuple(args.times) if args.times else None, chips=args.chips, profile_overrides=overrides,
+        crossbar=args.crossbar,
     )
     from .experiments import run_sweep
 
     cache = Cache(None if args.no_cache else (args.cache_dir or default_cache_dir()))
-    result = run_sweep(config, data_root=args.data_root, download=args.download, cache=cache,
-                       progress=not args.quiet)
+    if args.workers is None and args.scheduler is None:
+        result = run_sweep(config, data_root=args.data_root, download=args.download, cache=cache,
+                           progress=not args.quiet)
+    else:  # the same sweep, its tasks computed on a Dask cluster (imported only here)
+        from . import cluster
+
+        cluster.require_cache(cache)
+        with cluster.connect(workers=args.workers, scheduler=args.scheduler) as client:
+            result = cluster.run_sweep(config, client, data_root=args.data_root, download=args.download,
+                                       cache=cache, progress=not args.quiet)
     write_json_atomic(out, result)
     meta = result["metadata"]
     print(f"wrote {len(result['records'])} records to {out} "
@@ -136,15 +138,10 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def write_json_atomic(path: Path, obj: object) -> None:
-    """Write JSON through a temporary file and a rename, so no half-written file is ever read."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON atomically (:func:`rramlib.files.atomic_write`), so no half-written file is ever read."""
+    from .files import atomic_write
+
+    atomic_write(path, json.dumps(obj, indent=1))
 
 
 def _book(args: argparse.Namespace) -> int:
@@ -173,7 +170,7 @@ def _methods() -> int:
 
     for name, cls in METHODS.items():
         doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-        print(f"{name}: {doc}\n    defaults: {cls.defaults}")
+        print(f"{name}: {doc}\n    defaults: {cls.default_params()}")
     return 0
 
 

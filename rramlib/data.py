@@ -1,12 +1,13 @@
 """Datasets with fixed, seeded train / val / test / calib splits.
 
-Four sources (DESIGN §6):
+Four sources:
 
 * ``digits`` — scikit-learn's bundled handwritten digits (real data, offline; the *quick* profile).
-* ``cifar10`` / ``cifar100`` — read from the standard CIFAR python-pickle folders by this module
-  (torchvision is only used to download them when ``download=True``).
+* ``cifar10`` / ``cifar100`` — the standard CIFAR python-pickle folders, read (and with
+  ``download=True`` fetched) by ``torchvision.datasets.CIFAR10/100``.
 * ``imagefolder`` — any torchvision ``ImageFolder`` layout with ``train/`` and ``val/`` subfolders
-  (e.g. ImageNet-1K).
+  (e.g. ImageNet-1K), or ``train/`` and ``test/`` (e.g. the CIFAR-10 JPEG folders
+  ``train/<class>/*.jpg``, ``test/<class>/*.jpg``).
 
 Every split is deterministic given ``seed``, and the four splits are disjoint: ``calib`` (the few samples
 that calibration methods may see) never overlaps ``val`` (model selection) or ``test`` (reported
@@ -14,7 +15,8 @@ numbers), and it is also removed from ``train``.
 
 Training augmentation (CIFAR random-crop + flip, ImageFolder random-resized-crop + flip) lives in
 :class:`SeededAugment`: sample ``i`` in epoch ``e`` is augmented with randomness drawn from a generator
-seeded by ``(seed, e, i)``, so augmentation is reproducible whatever the loader order or worker count.
+seeded by ``derive_seed(seed, "augment", e, i)`` (:mod:`rramlib.seeding`), so augmentation is reproducible
+whatever the loader order or worker count.
 :func:`rramlib.train.train` calls ``set_epoch(epoch, seed=cfg.seed)`` on it before every epoch.
 """
 from __future__ import annotations
@@ -30,7 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
 
-from .errors import RramlibError, check_choice
+from .errors import RramlibError, check_choice, check_int
+from .seeding import generator
 
 __all__ = [
     "DATASETS",
@@ -61,25 +64,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DIGITS_TEST_FRACTION = 0.25
 DIGITS_VAL_FRACTION = 0.10
 
+#: per CIFAR data set: torchvision class name, classes, normalisation
 _CIFAR = {
-    "cifar10": dict(
-        folder="cifar-10-batches-py",
-        train=[f"data_batch_{i}" for i in range(1, 6)],
-        test=["test_batch"],
-        label_key=b"labels",
-        num_classes=10,
-        mean=CIFAR10_MEAN,
-        std=CIFAR10_STD,
-    ),
-    "cifar100": dict(
-        folder="cifar-100-python",
-        train=["train"],
-        test=["test"],
-        label_key=b"fine_labels",
-        num_classes=100,
-        mean=CIFAR100_MEAN,
-        std=CIFAR100_STD,
-    ),
+    "cifar10": dict(cls="CIFAR10", num_classes=10, mean=CIFAR10_MEAN, std=CIFAR10_STD),
+    "cifar100": dict(cls="CIFAR100", num_classes=100, mean=CIFAR100_MEAN, std=CIFAR100_STD),
 }
 
 
@@ -103,21 +91,6 @@ class DatasetSplits:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def _mix(*ints: int) -> int:
-    """Hash a few non-negative ints into one 63-bit seed (splitmix64 finaliser, chained)."""
-    h = 0x9E3779B97F4A7C15
-    mask = (1 << 64) - 1
-    for v in ints:
-        h = (h ^ (int(v) & mask)) & mask
-        h = (h + 0x9E3779B97F4A7C15) & mask
-        h ^= h >> 30
-        h = (h * 0xBF58476D1CE4E5B9) & mask
-        h ^= h >> 27
-        h = (h * 0x94D049BB133111EB) & mask
-        h ^= h >> 31
-    return h & ((1 << 63) - 1)
-
-
 def _stratified_take(labels: np.ndarray, pool: np.ndarray, n: int, rng: np.random.Generator):
     """Pick ``n`` indices from ``pool`` with class counts proportional to those in the pool.
 
@@ -146,9 +119,7 @@ def _stratified_take(labels: np.ndarray, pool: np.ndarray, n: int, rng: np.rando
 
 
 def _check_n_calib(n_calib: object) -> int:
-    if isinstance(n_calib, bool) or not isinstance(n_calib, (int, np.integer)) or n_calib < 1:
-        raise RramlibError(f"n_calib must be a positive integer, got {n_calib!r}")
-    return int(n_calib)
+    return check_int("n_calib", int(n_calib) if isinstance(n_calib, np.integer) else n_calib, minimum=1)
 
 
 def _check_calib_fits(n_calib: int, pool: int, name: str) -> None:
@@ -166,7 +137,7 @@ def _check_root(name: str, root: str | os.PathLike | None) -> str:
             "a folder holding (or to receive, with download=True) "
             + ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
             if name.startswith("cifar")
-            else "a folder with train/ and val/ subfolders of class folders"
+            else "a folder with train/ and val/ (or test/) subfolders of class folders"
         )
         raise RramlibError(f"dataset {name!r} needs root=: {hint}")
     root = os.fspath(root)
@@ -178,7 +149,7 @@ def _check_root(name: str, root: str | os.PathLike | None) -> str:
 class SeededAugment(Dataset):
     """Wrap a dataset of samples and apply a random ``augment(x, generator)`` reproducibly.
 
-    Sample ``i`` in epoch ``e`` gets a ``torch.Generator`` seeded from ``(seed, e, i)``; call
+    Sample ``i`` in epoch ``e`` gets the generator of stream ``(seed, "augment", e, i)`` (:mod:`rramlib.seeding`); call
     :meth:`set_epoch` before each epoch (``rramlib.train.train`` does). ``augment`` receives the raw
     base sample (e.g. a uint8 tensor or a PIL image) and returns the model input. Picklable, so it
     works with ``DataLoader`` workers under any start method.
@@ -201,7 +172,7 @@ class SeededAugment(Dataset):
 
     def __getitem__(self, index: int):
         x, y = self.base[index]
-        g = torch.Generator().manual_seed(_mix(self.seed, self.epoch, int(index)))
+        g = generator(self.seed, "augment", self.epoch, int(index))
         return self.augment(x, g), y
 
 
@@ -300,42 +271,29 @@ def _load_digits(seed: int, n_calib: int) -> DatasetSplits:
     )
 
 
-def _read_cifar_files(paths: list[str], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
-    data, labels = [], []
-    for p in paths:
-        try:
-            with open(p, "rb") as f:
-                d = pickle.load(f, encoding="bytes")
-            data.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.append(np.asarray(d[label_key], dtype=np.int64))
-        except (KeyError, ValueError, pickle.UnpicklingError, EOFError) as e:
-            raise RramlibError(f"{p} is not a CIFAR python-pickle batch ({type(e).__name__}: {e})") from e
-        if len(data[-1]) != len(labels[-1]):
-            raise RramlibError(f"{p}: {len(data[-1])} images but {len(labels[-1])} labels")
-    return np.concatenate(data), np.concatenate(labels)
+def _read_cifar(name: str, root: str, download: bool) -> tuple[np.ndarray, ...]:
+    """``(x_train, y_train, x_test, y_test)`` as uint8 NCHW images and int64 labels, read (and with
+    ``download=True`` fetched) by ``torchvision.datasets.CIFAR10/100``, which also checks the files' MD5."""
+    import torchvision.datasets
+
+    cls = getattr(torchvision.datasets, _CIFAR[name]["cls"])
+    folder = os.path.join(root, cls.base_folder)
+    if not download and not os.path.isdir(folder):
+        raise RramlibError(f"{name} files missing: no folder {folder!r}. Pass download=True to fetch them (needs "
+                           f"internet), or point root at a folder that holds {cls.base_folder}/")
+    try:
+        train, test = cls(root, train=True, download=download), cls(root, train=False)
+    except (RuntimeError, OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as e:
+        raise RramlibError(f"{folder!r} does not hold readable CIFAR python-pickle batches "
+                           f"({type(e).__name__}: {e})") from e
+    as_nchw = lambda d: np.ascontiguousarray(np.asarray(d, dtype=np.uint8).transpose(0, 3, 1, 2))  # noqa: E731
+    return (as_nchw(train.data), np.asarray(train.targets, dtype=np.int64), as_nchw(test.data),
+            np.asarray(test.targets, dtype=np.int64))
 
 
 def _load_cifar(name: str, root: str, download: bool, seed: int, n_calib: int) -> DatasetSplits:
     spec = _CIFAR[name]
-    folder = os.path.join(root, spec["folder"])
-    files = spec["train"] + spec["test"]
-    missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
-    if missing:
-        if not download:
-            raise RramlibError(
-                f"{name} files missing under {folder!r}: {', '.join(missing)}. Pass download=True to fetch "
-                f"them (needs internet), or point root at a folder that holds {spec['folder']}/"
-            )
-        import torchvision
-
-        cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
-        cls(root, train=True, download=True)
-        missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
-        if missing:
-            raise RramlibError(f"{name} download did not produce {', '.join(missing)} under {folder!r}")
-
-    x_train, y_train = _read_cifar_files([os.path.join(folder, f) for f in spec["train"]], spec["label_key"])
-    x_test, y_test = _read_cifar_files([os.path.join(folder, f) for f in spec["test"]], spec["label_key"])
+    x_train, y_train, x_test, y_test = _read_cifar(name, root, download)
     n = len(y_train)
     n_val = min(5000, n // 10)
     _check_calib_fits(n_calib, n - n_val, name)
@@ -389,13 +347,15 @@ class _FolderSubset(Dataset):
 
 
 def _load_imagefolder(root: str, seed: int, n_calib: int, image_size: int) -> DatasetSplits:
-    train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
-    for d in (train_dir, val_dir):
-        if not os.path.isdir(d):
-            raise RramlibError(
-                f"imagefolder root {root!r} has no {os.path.basename(d)}/ subfolder; expected "
-                f"root/train/<class>/*.png|jpg and root/val/<class>/*"
-            )
+    train_dir = os.path.join(root, "train")
+    held_out = [os.path.join(root, d) for d in ("val", "test") if os.path.isdir(os.path.join(root, d))]
+    if not os.path.isdir(train_dir) or not held_out:
+        missing = "train/" if not os.path.isdir(train_dir) else "val/ (or test/)"
+        raise RramlibError(
+            f"imagefolder root {root!r} has no {missing} subfolder; expected root/train/<class>/*.png|jpg and "
+            f"root/val/<class>/* (or root/test/<class>/*, e.g. the CIFAR-10 JPEG folders)"
+        )
+    val_dir = held_out[0]  # val/ when present (ImageNet), else test/
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
 
@@ -405,7 +365,7 @@ def _load_imagefolder(root: str, seed: int, n_calib: int, image_size: int) -> Da
         raise RramlibError(f"imagefolder {root!r}: {e}") from e
     if train_folder.classes != val_folder.classes:
         raise RramlibError(
-            f"imagefolder {root!r}: train/ and val/ have different class folders "
+            f"imagefolder {root!r}: train/ and {os.path.basename(val_dir)}/ have different class folders "
             f"({len(train_folder.classes)} vs {len(val_folder.classes)})"
         )
     labels = np.asarray(train_folder.targets, dtype=np.int64)
@@ -457,14 +417,15 @@ def load_dataset(
       split's scalar mean and std. Stratified split from ``seed``: test 25 % (449), val 10 % (180),
       calib ``n_calib`` (100 by default, ~5.6 %) from what is left, train the rest (1 068 by default,
       ~59 %). All are ``TensorDataset`` of ``(N, 1, 8, 8)`` float32 and int64 labels.
-    * ``cifar10`` / ``cifar100``: read from ``root/cifar-10-batches-py`` or ``root/cifar-100-python``
-      (downloaded there by torchvision with ``download=True``). val = the last ``min(5000, N//10)``
+    * ``cifar10`` / ``cifar100``: read by torchvision from ``root/cifar-10-batches-py`` or
+      ``root/cifar-100-python`` (downloaded there with ``download=True``). val = the last ``min(5000, N//10)``
       training images (fixed, not seeded); calib = ``n_calib`` stratified images drawn with ``seed``
       from the rest; train = the remainder, as a :class:`SeededAugment` (random crop with 4-pixel
       padding + horizontal flip, then per-channel normalisation). val / test / calib are normalised
       ``TensorDataset`` s without augmentation.
-    * ``imagefolder``: ``root/train/<class>/...`` and ``root/val/<class>/...``; ``root/val`` is the test
-      split, val (10 % of train, stratified) and calib are carved from ``root/train`` with ``seed``.
+    * ``imagefolder``: ``root/train/<class>/...`` and ``root/val/<class>/...`` (or ``root/test/<class>/...``
+      where there is no ``val/``); that folder is the test split, val (10 % of train, stratified) and calib
+      are carved from ``root/train`` with ``seed``.
       Train uses random-resized-crop + flip, the others resize to ``image_size*256/224`` and centre-crop
       ``image_size``; ImageNet normalisation.
 
@@ -473,8 +434,7 @@ def load_dataset(
     """
     check_choice("dataset", name, DATASETS)
     n_calib = _check_n_calib(n_calib)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise RramlibError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = check_int("seed", int(seed) if isinstance(seed, np.integer) else seed, minimum=0)
     if name == "digits":
         if root is not None and not os.path.isdir(os.fspath(root)):
             raise RramlibError(f"dataset root {os.fspath(root)!r} does not exist or is not a folder")
@@ -482,8 +442,7 @@ def load_dataset(
     root = _check_root(name, root)
     if name in _CIFAR:
         return _load_cifar(name, root, bool(download), int(seed), n_calib)
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
-        raise RramlibError(f"image_size must be an integer >= 8, got {image_size!r}")
+    check_int("image_size", image_size, minimum=8)
     return _load_imagefolder(root, int(seed), n_calib, image_size)
 
 
@@ -518,8 +477,7 @@ def make_loader(ds: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, n
     The last batch may be smaller than ``batch_size``. A fresh loader with the same seed replays the
     same order; successive epochs of one loader get different orders.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise RramlibError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_int("batch_size", batch_size, minimum=1)
     gen = torch.Generator().manual_seed(int(seed)) if shuffle else None
     if isinstance(ds, TensorDataset):
         base = RandomSampler(ds, generator=gen) if shuffle else SequentialSampler(ds)

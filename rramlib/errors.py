@@ -10,7 +10,8 @@ import math
 from collections.abc import Iterable
 from numbers import Real
 
-__all__ = ["RramlibError", "check_choice", "check_time", "check_positive", "check_type"]
+__all__ = ["RramlibError", "check_choice", "check_time", "check_positive", "check_type", "check_int", "check_finite",
+           "check_seed"]
 
 
 class RramlibError(ValueError):
@@ -51,6 +52,29 @@ def check_positive(name: str, value: object, allow_zero: bool = False) -> float:
     value = float(value)
     if value < 0 or (value == 0 and not allow_zero):
         raise RramlibError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return value
+
+
+def check_int(name: str, value: object, minimum: int | None = None) -> int:
+    """A Python int (bools rejected), optionally ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RramlibError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        raise RramlibError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_finite(name: str, value: object) -> float:
+    """A finite real number (bools rejected)."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
+        raise RramlibError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def check_seed(name: str, value: object) -> int:
+    """A seed for ``torch.Generator.manual_seed``: an int in [0, 2**64) (bools rejected)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
+        raise RramlibError(f"{name} must be an integer in [0, 2**64), got {value!r}")
     return value
 
 

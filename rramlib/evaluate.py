@@ -14,14 +14,14 @@ import torch.nn as nn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .errors import RramlibError
+from .errors import RramlibError, check_int
+from .torchutil import eval_mode
 
 __all__ = ["accuracy", "predict_logits"]
 
 
 def _batches(data, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise RramlibError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_int("batch_size", batch_size, minimum=1)
     if isinstance(data, TensorDataset):
         if len(data.tensors) != 2:
             raise RramlibError(f"expected a TensorDataset of (x, y), got {len(data.tensors)} tensors")
@@ -42,21 +42,6 @@ def _batches(data, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
     raise RramlibError(f"data must be a Dataset, a DataLoader or an (x, y) pair of tensors, got {type(data).__name__}")
 
 
-class _EvalMode:
-    """Context manager: eval mode inside, each submodule's previous ``training`` flag restored after."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __enter__(self):
-        self.flags = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        for m, flag in self.flags:
-            m.training = flag
-
-
 def _forward_all(model: nn.Module, data, batch_size: int, device) -> Iterator[tuple[Tensor, Tensor]]:
     device = torch.device(device)
     model.to(device)
@@ -68,7 +53,7 @@ def _forward_all(model: nn.Module, data, batch_size: int, device) -> Iterator[tu
 def accuracy(model: nn.Module, data, *, batch_size: int = 1024, device="cpu") -> float:
     """Fraction in [0, 1] of samples whose arg-max logit equals the label (model in eval mode)."""
     correct = total = 0
-    with _EvalMode(model):
+    with eval_mode(model):
         for logits, y in _forward_all(model, data, batch_size, device):
             correct += int((logits.argmax(1).cpu() == y.cpu()).sum())
             total += len(y)
@@ -80,7 +65,7 @@ def accuracy(model: nn.Module, data, *, batch_size: int = 1024, device="cpu") ->
 @torch.no_grad()
 def predict_logits(model: nn.Module, data, *, batch_size: int = 1024, device="cpu") -> Tensor:
     """Logits ``(N, classes)`` for every sample in order, on the CPU (model in eval mode)."""
-    with _EvalMode(model):
+    with eval_mode(model):
         out = [logits.cpu() for logits, _ in _forward_all(model, data, batch_size, device)]
     if not out:
         raise RramlibError("predict_logits() got an empty dataset")

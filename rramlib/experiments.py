@@ -1,134 +1,41 @@
-"""Profiles (smoke / quick / paper) and the cached experiment runners built on them.
+"""The cached experiment runners: the trained base model, fitted methods and drift sweeps.
 
-One place defines what each profile trains and evaluates. A run is described by a
-:class:`SweepConfig`; everything it computes is cached by content (see
-:mod:`rramlib.cache`): the trained base model once per (dataset, model, training
-config), and the sweep results per (method, chip), so an interrupted sweep resumes
-where it stopped.
-
-Chip seeds: evaluation chips are ``EVAL_CHIP_BASE + i``; anything that trains or
-calibrates on drifted chips draws its chips below ``EVAL_CHIP_BASE``, so the two sets
-never overlap.
+A run is described by a :class:`SweepConfig` on a profile (:mod:`rramlib.profiles`); everything it
+computes is cached by content (see :mod:`rramlib.cache`): the trained base model once per (dataset,
+model, training config), each fitted method once per fit configuration (so notebooks that ask for the
+same fit share it), and the sweep results per (method, chip), so an interrupted sweep resumes where it
+stopped. Provenance (versions, commit, machine) comes from :mod:`rramlib.provenance`.
 """
 from __future__ import annotations
 
 import dataclasses
-import platform
-import resource
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from . import __version__
-from .analog import AnalogModel
 from .cache import Cache, config_hash
 from .compensation import METHODS, FitContext, Method, make_method
-from .data import DATASETS, DatasetSplits, as_tensors, load_dataset
+from .crossbar import CROSSBARS, make_crossbar
+from .data import DatasetSplits, as_tensors, load_dataset
 from .drift import PRESETS, make_drift_model
-from .errors import RramlibError, check_choice, check_type
+from .errors import RramlibError, check_choice
 from .evaluate import accuracy
-from .schedule import Schedule, log_windows
 from .mapping import Mapping
-from .models import MODELS, build_model
-from .times import TIME_GRID, parse_time
-from .train import TrainConfig, train
+from .models import build_model
+from .profiles import EVAL_CHIP_BASE, PROFILES, Profile, get_profile, resolve_device
+from .provenance import run_metadata
+from .schedule import Schedule, log_windows
+from .seeding import eval_chips
+from .times import parse_time
+from .train import train
 
 __all__ = [
     "EVAL_CHIP_BASE", "METHODS", "PROFILES", "Profile", "SweepConfig", "BaseModel",
     "get_profile", "train_base_model", "run_sweep", "run_metadata", "Experiment", "prepare", "fit_method",
+    "chip_accuracies", "greedy_schedule", "switching_times",
 ]
-
-#: Seeds of evaluation chips start here; training/calibration chips use seeds below it.
-EVAL_CHIP_BASE = 10_000
-
-
-
-@dataclass(frozen=True)
-class Profile:
-    """What a profile trains and evaluates. Override any field with :func:`get_profile`."""
-
-    name: str
-    dataset: str
-    model: str
-    train: TrainConfig
-    times: tuple[str, ...] = tuple(TIME_GRID)
-    chips: int = 5
-    data_seed: int = 0
-    model_seed: int = 0
-    n_calib: int = 100
-    device: str = "cpu"
-    levels: int = 4
-    train_chips: int = 8
-    method_params: dict = field(default_factory=dict)
-    description: str = ""
-
-    def __post_init__(self):
-        check_choice("dataset", self.dataset, DATASETS)
-        check_choice("model", self.model, MODELS)
-        check_type("chips", self.chips, int)
-        if self.chips < 1:
-            raise RramlibError(f"chips must be >= 1, got {self.chips}")
-        for t in self.times:
-            parse_time(t)
-        for name, params in self.method_params.items():
-            make_method(name, **params)  # validates names and hyper-parameters
-
-
-#: The DoRA-calibration study adapts 2.34 % of ResNet-50's parameters. On the 23 k-parameter digits CNN that
-#: budget cannot hold a single one of the drift-sensitive convolutions (rank 4), so the digits profiles use 10 %
-#: (our choice; notebook 08 sweeps the budget, 2.34 % included).
-_DIGITS_DORA = {"budget": 0.10}
-
-#: Shorter offline training for the smoke profile (tests and CI).
-_SMOKE_METHODS = {
-    "vera_plus": {"steps": 40}, "lora": {"steps": 40}, "retrain": {"steps": 40}, "noise_aware": {"epochs": 2},
-    "bn": {"batches": 5}, "dora": {"steps": 20, **_DIGITS_DORA},
-}
-
-PROFILES: dict[str, Profile] = {
-    "smoke": Profile(
-        name="smoke", dataset="digits", model="digits_cnn",
-        train=TrainConfig(epochs=4, lr=0.05, batch_size=64),
-        times=("1s", "1d", "10y"), chips=2, n_calib=50, levels=2, train_chips=4,
-        method_params=_SMOKE_METHODS, description="seconds per run; for tests and CI",
-    ),
-    "quick": Profile(
-        name="quick", dataset="digits", model="digits_cnn",
-        train=TrainConfig(epochs=30, lr=0.05, batch_size=64),
-        chips=5, method_params={"dora": _DIGITS_DORA},
-        description="default: scikit-learn digits, minutes on 2 CPU cores",
-    ),
-    "paper": Profile(
-        name="paper", dataset="cifar10", model="resnet20",
-        train=TrainConfig(epochs=160, lr=0.1, batch_size=128, weight_decay=1e-4),
-        chips=10, n_calib=1000, device="auto",
-        description="CIFAR ResNets as in the study; GPU recommended",
-    ),
-}
-
-
-def get_profile(name: str, **overrides) -> Profile:
-    """The named profile with ``overrides`` applied (unknown profile or field -> RramlibError)."""
-    base = PROFILES[check_choice("profile", name, PROFILES)]
-    fields = {f.name for f in dataclasses.fields(Profile)}
-    unknown = set(overrides) - fields
-    if unknown:
-        raise RramlibError(f"unknown profile field(s) {sorted(unknown)}; known: {sorted(fields)}")
-    return dataclasses.replace(base, **overrides)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise RramlibError(f"unknown device {device!r}: {exc}") from None
 
 
 @dataclass
@@ -181,7 +88,12 @@ def _test_tensors(splits: DatasetSplits, device: torch.device):
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """One drift sweep: a preset on a profile's model, over times x chips, for some methods."""
+    """One drift sweep: a preset on a profile's model, over times x chips, for some methods.
+
+    ``crossbar`` names the periphery (:data:`rramlib.crossbar.CROSSBARS`) the *evaluation* chips are read
+    through; methods are fitted offline on the exact product either way, so a fit serves every crossbar.
+    ``"ideal"`` (the default) is the exact product and leaves every cache key as it was.
+    """
 
     profile: str = "quick"
     preset: str = "relative_gaussian"
@@ -190,15 +102,17 @@ class SweepConfig:
     method_params: dict = field(default_factory=dict)
     mapping: str | None = None
     per_channel: bool = False
-    n_levels: int | None = None
+    n_conductance_states: int | None = None
     times: tuple[str, ...] | None = None
     chips: int | None = None
     levels: int | None = None
     profile_overrides: dict = field(default_factory=dict)
+    crossbar: str = "ideal"
 
     def __post_init__(self):
         # Every check here is cheap and runs before data loading or training.
         check_choice("preset", self.preset, PRESETS)
+        check_choice("crossbar", self.crossbar, CROSSBARS)
         if not self.methods:
             raise RramlibError("give at least one method")
         for m in self.methods:
@@ -207,7 +121,7 @@ class SweepConfig:
             check_choice("method", m, METHODS)
         drift = make_drift_model(self.preset, **self.drift_params)  # validates the preset parameters
         Mapping(g_min=drift.g_min, g_max=drift.g_max, kind=self.mapping or drift.default_mapping,
-                per_channel=self.per_channel, n_levels=self.n_levels)
+                per_channel=self.per_channel, n_conductance_states=self.n_conductance_states)
         profile = self.resolved_profile()
         log_windows(profile.levels)
         for m in self.methods:
@@ -234,35 +148,30 @@ class SweepConfig:
         return make_method(name, **params)
 
     def chip_seeds(self) -> list[int]:
-        return [EVAL_CHIP_BASE + i for i in range(self.resolved_profile().chips)]
+        return list(eval_chips(self.resolved_profile().chips))
 
-
-def git_commit() -> str | None:
-    """The commit of the source tree rramlib is imported from, when it is a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 1024 if sys.platform != "darwin" else rss / 2**20
-
-
-def run_metadata(**extra) -> dict:
-    """Provenance recorded in every results file."""
-    return {
-        "rramlib_version": __version__, "git_commit": git_commit(), "torch_version": torch.__version__,
-        "python": platform.python_version(), "peak_rss_mb": round(peak_rss_mb(), 1), **extra,
-    }
+    def crossbar_key(self) -> dict:
+        """The crossbar's part of a result's cache key: nothing for ``"ideal"``, else all its settings."""
+        return {} if self.crossbar == "ideal" else {"crossbar": make_crossbar(self.crossbar).params()}
 
 
 def _evaluate_chip(method: Method, seed: int, times: list[float], test, device) -> list[float]:
     return [accuracy(method.at(seed, t), test, device=str(device)) for t in times]
+
+
+def chip_accuracies(exp: "Experiment", config: SweepConfig, method: Method, seed: int, cache: Cache,
+                    test=None) -> list[float]:
+    """Accuracy of evaluation chip ``seed`` under the fitted ``method`` at each of the profile's times.
+
+    Cached per (fit, method, times, chip, crossbar): the unit of work a sweep runs in-process or as one
+    cluster task (:mod:`rramlib.cluster`). ``test``: the test tensors on the device, if already at hand.
+    """
+    device = resolve_device(exp.profile.device)
+    times = [parse_time(t) for t in exp.profile.times]
+    test = test if test is not None else _test_tensors(exp.base.splits, device)
+    key = {**exp.fit_key, **method.config(), "times": times, "chip_seed": seed, **config.crossbar_key()}
+    return cache.get_or_compute("sweep", key, lambda: {"accuracy": _evaluate_chip(method, seed, times, test,
+                                                                                   device)})["accuracy"]
 
 
 @dataclass
@@ -278,6 +187,7 @@ class Experiment:
         """Method ``name`` with ``config``'s hyper-parameters, fitted (or restored from the cache)."""
         method = config.method(name)
         fit_method(method, self.ctx, self.fit_key, cache or Cache(None))
+        method.analog_.set_crossbar(config.crossbar)
         return method
 
 
@@ -294,11 +204,13 @@ def prepare(
     drift = config.drift_model()
     schedule = schedule or log_windows(profile.levels)
     ctx = FitContext(model=base.model, splits=base.splits, drift=drift, schedule=schedule, mapping=config.mapping,
-                     per_channel=config.per_channel, n_levels=config.n_levels, train_chips=profile.train_chips,
+                     per_channel=config.per_channel, n_conductance_states=config.n_conductance_states,
+                     train_chips=profile.train_chips,
                      device=str(resolve_device(profile.device)), progress=progress)
     fit_key = {
         "base_model": base.key, "preset": config.preset, "drift": drift.params(), "mapping": config.mapping,
-        "per_channel": config.per_channel, "n_levels": config.n_levels, "schedule": list(schedule.edges),
+        "per_channel": config.per_channel, "n_conductance_states": config.n_conductance_states,
+        "schedule": list(schedule.edges),
         "train_chips": profile.train_chips,
     }
     return Experiment(profile, base, ctx, fit_key)
@@ -319,10 +231,13 @@ def fit_method(method: Method, ctx: FitContext, key: dict, cache: Cache) -> dict
 
 
 def run_sweep(
-    config: SweepConfig, *, data_root: str | None = None, download: bool = False,
+    config: SweepConfig, *, schedule: Schedule | None = None, data_root: str | None = None, download: bool = False,
     cache: Cache | None = None, progress: bool = True,
 ) -> dict:
     """Accuracy over the time grid for every method and evaluation chip.
+
+    ``schedule`` replaces the profile's log-spaced drift levels (e.g. greedy windows); it is part of the
+    fit and cache keys.
 
     Returns ``{"metadata": {...}, "records": [...]}``; each record has method, preset, time_s,
     time_label, chip_seed, accuracy, the active drift level, storage_bytes (fp32, all levels) and
@@ -331,7 +246,8 @@ def run_sweep(
     """
     start = time.perf_counter()
     cache = cache or Cache(None)
-    exp = prepare(config, data_root=data_root, download=download, cache=cache, progress=progress)
+    exp = prepare(config, schedule=schedule, data_root=data_root, download=download, cache=cache,
+                  progress=progress)
     profile, base, ctx, fit_key, schedule = exp.profile, exp.base, exp.ctx, exp.fit_key, exp.ctx.schedule
     device = resolve_device(profile.device)
     drift = ctx.drift
@@ -344,6 +260,7 @@ def run_sweep(
     for name in config.methods:
         method = config.method(name)
         info = fit_method(method, ctx, fit_key, cache)
+        method.analog_.set_crossbar(config.crossbar)
         storage = method.storage()
         macs = method.extra_macs(example)
         methods_meta[name] = {**method.config(), **info, "storage": storage.as_dict(), "extra_macs": macs,
@@ -352,20 +269,64 @@ def run_sweep(
             methods_meta[name]["fraction_updated"] = method.fraction_updated()
         levels = [schedule.name_of(t) if hasattr(method, "schedule_") else None for t in times]
         for seed in tqdm(config.chip_seeds(), desc=f"{name} on {config.preset}", disable=not progress, unit="chip"):
-            key = {**fit_key, **method.config(), "times": times, "chip_seed": seed}
-            result = cache.get_or_compute("sweep", key, lambda: {"accuracy": _evaluate_chip(method, seed, times, test,
-                                                                                             device)})
-            for t, label, level, acc in zip(times, profile.times, levels, result["accuracy"]):
+            accuracies = chip_accuracies(exp, config, method, seed, cache, test)
+            for t, label, level, acc in zip(times, profile.times, levels, accuracies):
                 records.append({"method": name, "preset": config.preset, "time_s": t, "time_label": label,
                                 "chip_seed": seed, "accuracy": acc, "level": level,
                                 "storage_bytes": storage.total_bytes("fp32"), "extra_macs": macs})
     metadata = run_metadata(
         profile=profile.name, dataset=profile.dataset, model=profile.model, preset=config.preset,
         drift_params=drift.params(), mapping=config.mapping or drift.default_mapping,
-        methods=list(config.methods), method_info=methods_meta, schedule=schedule.describe(),
+        methods=list(config.methods), method_info=methods_meta, schedule=schedule.describe(), crossbar=config.crossbar,
         chip_seeds=config.chip_seeds(), drift_free_accuracy=base.accuracy,
         config_hash=config_hash(fit_key), base_model_key=base.key,
         cache={"hits": cache.hits, "misses": cache.misses},
         wall_time_s=round(time.perf_counter() - start, 3),
     )
     return {"metadata": metadata, "records": records}
+
+
+def greedy_schedule(
+    config: SweepConfig, tolerance: float, *, candidates=None, n_chips: int = 2, data_root: str | None = None,
+    cache: Cache | None = None,
+) -> tuple[Schedule, list[dict]]:
+    """VeRA+ drift levels grown greedily (:func:`rramlib.schedule.greedy_windows`) for ``config``.
+
+    The quality of a window ``(lo, hi)`` is the validation accuracy at ``hi`` of one VeRA+ set fitted for
+    the whole window (cached like any fit), mean over the first ``n_chips`` *training* chips, minus the
+    drift-free validation accuracy: windows are chosen without the evaluation chips or the test set.
+    ``candidates`` defaults to the study's time grid. Returns the schedule and one record per window tried.
+    """
+    from .schedule import greedy_windows
+    from .times import TIME_GRID, format_time
+
+    exp = prepare(config, data_root=data_root, cache=cache)
+    val = as_tensors(exp.base.splits.val)
+    free_val = accuracy(exp.base.model, val)
+    chips = range(min(n_chips, exp.profile.train_chips))  # training chips: below the evaluation chips
+    calls = []
+
+    def quality(lo: float, hi: float) -> float:
+        method = prepare(config, schedule=Schedule((lo, hi)), data_root=data_root, cache=cache).fit(
+            "vera_plus", config, cache)
+        score = sum(accuracy(method.at(seed, hi), val) for seed in chips) / len(chips) - free_val
+        calls.append({"window": f"{format_time(lo)}–{format_time(hi)}", "accuracy - drift-free (val)": score})
+        return score
+
+    schedule = greedy_windows(quality, sorted(candidates or TIME_GRID.values()), tolerance)
+    return schedule, calls
+
+
+def switching_times(schedule: Schedule, labels, points: int) -> tuple[str, ...]:
+    """A time grid to watch a schedule switch: ``points`` log-spaced times over [1 s, 10 y], the times of
+    ``labels``, and 0.93x and 1.07x of every inner window edge. Grid times keep their labels, the others
+    become ``"%.6g"`` seconds."""
+    import numpy as np
+
+    from .schedule import T_END, T_START
+
+    grid = {parse_time(t): t for t in reversed(list(labels))}
+    dense = set(np.geomspace(T_START, T_END, points).tolist()) | set(grid)
+    dense |= {e * f for e in schedule.edges[1:-1] for f in (0.93, 1.07)}
+    named = [(s, next((lab for t, lab in grid.items() if abs(t - s) <= 1e-9 * s), None)) for s in sorted(dense)]
+    return tuple(lab if lab is not None else f"{s:.6g}" for s, lab in named)

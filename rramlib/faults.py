@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import RramlibError, check_choice, check_type
+from .seeding import check_root_seed, generator
 
 __all__ = [
     "FORMATS", "Fault", "Remedy", "bit_field", "flip_bits", "injected", "remedy_cost_bits", "sensitivity",
@@ -271,7 +272,8 @@ def sensitivity(evaluate: Callable[[], float], params: dict[str, torch.Tensor], 
                 n_params: int, bits: Sequence[int] | None = None, seed: int,
                 remedies: dict[str, Remedy] | None = None, baseline: float | None = None) -> list[dict]:
     """Accuracy after single bit flips, one at a time: every bit of ``bits`` (default: all of the format)
-    of ``n_params`` entries drawn (seeded, without replacement) from all entries of ``params``.
+    of ``n_params`` entries drawn without replacement from all entries of ``params``, from the stream
+    ``(seed, "fault_sites", *group names)`` (:mod:`rramlib.seeding`: other groups, other sites).
 
     ``evaluate()`` returns the accuracy of the network that reads ``params``. Returns tidy records
     (group, index, bit, field, value, flipped, remedy, accuracy, drop), one per flip and remedy
@@ -285,7 +287,7 @@ def sensitivity(evaluate: Callable[[], float], params: dict[str, torch.Tensor], 
     check_type("n_params", n_params, int)
     if n_params < 0:
         raise RramlibError(f"n_params must be >= 0, got {n_params}")
-    check_type("seed", seed, int)
+    check_root_seed(seed)
     bits = list(range(FORMATS[fmt])) if bits is None else [_check_bit(fmt, b) for b in bits]
     remedies = {"none": Remedy()} if remedies is None else dict(remedies)
     for r in remedies.values():
@@ -297,7 +299,7 @@ def sensitivity(evaluate: Callable[[], float], params: dict[str, torch.Tensor], 
     sizes = torch.tensor([t.numel() for t in tensors])
     offsets = torch.cumsum(sizes, 0) - sizes
     total = int(sizes.sum())
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator(seed, "fault_sites", *names)
     picks = torch.randperm(total, generator=gen)[:min(n_params, total)].sort().values
     bounds = [(float(t.detach().min()), float(t.detach().max())) for t in tensors]
     base = float(evaluate()) if baseline is None else float(baseline)

@@ -1,4 +1,4 @@
-"""Weights <-> conductances (DESIGN §3, "Mapping").
+"""Weights <-> conductances (the book's "Devices and drift" chapter, section "Mapping").
 
 A layer's weights are scaled by ``w_max = max|W|`` (per layer, or per output channel,
 i.e. along dim 0) and written as conductances in ``[g_min, g_max]`` (µS):
@@ -17,8 +17,9 @@ i.e. along dim 0) and written as conductances in ``[g_min, g_max]`` (µS):
 Consequence: a shift common to all conductances cancels in ``G+ - G-`` but moves every
 weight of a single-device mapping.
 
-Optionally each conductance is rounded to one of ``n_levels`` equally spaced levels
-``g_min + k * (g_max - g_min) / (n_levels - 1)``; the error is at most half a step.
+Optionally each conductance is rounded to one of ``n_conductance_states`` equally spaced values
+``g_min + k * (g_max - g_min) / (n_conductance_states - 1)`` (a multi-level cell; "level" is kept for drift
+levels in this package); the error is at most half a step.
 """
 from __future__ import annotations
 
@@ -45,14 +46,15 @@ class Mapping:
     g_min, g_max : conductance range in µS, ``0 <= g_min < g_max``.
     kind : ``"differential"`` (two devices per weight, G+ and G-) or ``"single"``.
     per_channel : scale by ``max|W|`` of each output channel (dim 0) instead of the whole layer.
-    n_levels : if given (>= 2), round each conductance to that many levels in ``[g_min, g_max]``.
+    n_conductance_states : if given (>= 2), round each conductance to that many equally spaced values in
+        ``[g_min, g_max]``.
     """
 
     g_min: float
     g_max: float
     kind: str = "differential"
     per_channel: bool = False
-    n_levels: int | None = None
+    n_conductance_states: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("g_min", "g_max"):
@@ -65,10 +67,11 @@ class Mapping:
             raise RramlibError(f"mapping needs g_min < g_max, got g_min={g_min!r}, g_max={g_max!r}")
         check_choice("mapping kind", self.kind, MAPPING_KINDS)
         check_type("per_channel", self.per_channel, bool)
-        if self.n_levels is not None:
-            check_type("n_levels", self.n_levels, int)
-            if self.n_levels < 2:
-                raise RramlibError(f"n_levels must be >= 2 (or None for no quantisation), got {self.n_levels}")
+        if self.n_conductance_states is not None:
+            check_type("n_conductance_states", self.n_conductance_states, int)
+            if self.n_conductance_states < 2:
+                raise RramlibError("n_conductance_states must be >= 2 (or None for no quantisation), "
+                                   f"got {self.n_conductance_states}")
         object.__setattr__(self, "g_min", g_min)
         object.__setattr__(self, "g_max", g_max)
 
@@ -85,13 +88,13 @@ class Mapping:
 
     @property
     def step(self) -> float | None:
-        """Distance between two conductance levels (None without quantisation)."""
-        return None if self.n_levels is None else self.span / (self.n_levels - 1)
+        """Distance between two conductance states (None without quantisation)."""
+        return None if self.n_conductance_states is None else self.span / (self.n_conductance_states - 1)
 
     @classmethod
-    def for_device(cls, device: object, **overrides: object) -> Mapping:
+    def for_drift_model(cls, drift: object, **overrides: object) -> Mapping:
         """The mapping a drift model suggests: its ``g_min``, ``g_max`` and ``default_mapping``."""
-        kwargs = {"g_min": device.g_min, "g_max": device.g_max, "kind": device.default_mapping}
+        kwargs = {"g_min": drift.g_min, "g_max": drift.g_max, "kind": drift.default_mapping}
         kwargs.update(overrides)
         return cls(**kwargs)
 
@@ -106,11 +109,11 @@ class Mapping:
         return torch.where(a > 0, a, torch.ones_like(a))
 
     def quantise(self, g: Tensor) -> Tensor:
-        """Round conductances to the nearest of ``n_levels`` levels (identity without quantisation)."""
-        if self.n_levels is None:
+        """Round conductances to the nearest of ``n_conductance_states`` values (identity without quantisation)."""
+        if self.n_conductance_states is None:
             return g
-        step = self.span / (self.n_levels - 1)
-        k = torch.round((g - self.g_min) / step).clamp(0, self.n_levels - 1)
+        step = self.span / (self.n_conductance_states - 1)
+        k = torch.round((g - self.g_min) / step).clamp(0, self.n_conductance_states - 1)
         return self.g_min + k * step
 
     # ------------------------------------------------------------------ mapping

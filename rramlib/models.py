@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import RramlibError, check_choice
+from .errors import RramlibError, check_choice, check_int
 
 __all__ = ["MODELS", "build_model", "count_parameters", "DigitsCNN", "DigitsMLP", "CifarResNet"]
 
@@ -142,11 +142,9 @@ def build_model(
     Input sizes: 8x8 for ``digits_*``, 32x32 for the CIFAR ResNets, 224x224 (any >= 32) for ``resnet50``.
     """
     check_choice("model", name, MODELS)
-    for what, v in (("num_classes", num_classes), ("in_channels", in_channels)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise RramlibError(f"{what} must be a positive integer, got {v!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise RramlibError(f"seed must be a non-negative integer, got {seed!r}")
+    check_int("num_classes", num_classes, minimum=1)
+    check_int("in_channels", in_channels, minimum=1)
+    check_int("seed", seed, minimum=0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if name == "digits_cnn":

@@ -5,21 +5,21 @@ Each book notebook makes one :class:`Report`. Every number the prose quotes goes
 every table through :meth:`Report.table`, every figure through :meth:`Report.figure` (PNG and
 PDF, with a footer naming notebook, parameters, package version, git commit and cache key).
 :meth:`Report.finish` writes ``<out_dir>/<notebook>.json`` atomically, with the notebook's
-runtime and peak memory.
+runtime, peak memory and the machine it ran on (CPU model, cores).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 
 from . import __version__
-from .experiments import git_commit, peak_rss_mb
+from .files import atomic_write
+from .provenance import git_commit, machine, peak_rss_mb
 
-__all__ = ["Report", "load_results"]
+__all__ = ["Report", "load_results", "runtime_table"]
 
 
 def _glue(key, value):
@@ -52,6 +52,7 @@ class Report:
         self.figures: list[str] = []
         self.cache_keys: set[str] = set()
         self._start = time.perf_counter()
+        self._cpu_start = time.process_time()
         self.commit = git_commit()
 
     def uses(self, result: dict) -> dict:
@@ -94,19 +95,16 @@ class Report:
     def finish(self) -> dict:
         """Write the results JSON (atomically) and glue the runtime and peak memory."""
         runtime = time.perf_counter() - self._start
+        cpu = time.process_time() - self._cpu_start  # CPU seconds of this process: less sensitive to other load
         rss = peak_rss_mb()
         self.number(f"{self.notebook}_runtime_s", runtime)
         self.number(f"{self.notebook}_peak_rss_mb", rss)
         payload = {
             "notebook": self.notebook, "params": self.params, "numbers": self.numbers, "tables": self.tables,
-            "figures": self.figures, "cache_keys": sorted(self.cache_keys), "runtime_s": runtime,
-            "peak_rss_mb": rss, "rramlib_version": __version__, "git_commit": self.commit,
+            "figures": self.figures, "cache_keys": sorted(self.cache_keys), "runtime_s": runtime, "cpu_s": cpu,
+            "peak_rss_mb": rss, "rramlib_version": __version__, "git_commit": self.commit, "machine": machine(),
         }
-        path = self.out_dir / f"{self.notebook}.json"
-        fd, tmp = tempfile.mkstemp(dir=self.out_dir, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1, default=_plain)
-        os.replace(tmp, path)
+        atomic_write(self.out_dir / f"{self.notebook}.json", json.dumps(payload, indent=1, default=_plain))
         return payload
 
 
@@ -118,3 +116,27 @@ def load_results(out_dir: str | os.PathLike, notebook: str) -> dict:
 
         raise RramlibError(f"no results for notebook {notebook!r} in {str(out_dir)!r}; run it first")
     return json.loads(path.read_text())
+
+
+def runtime_table(out_dir: str | os.PathLike, skip: tuple[str, ...] = ()):
+    """Wall time, CPU time (user + system, of the kernel process; barely affected by other load on the
+    machine) and peak memory of every notebook whose results file is in ``out_dir``, as each recorded them,
+    with the book builder's own wall time and cache flag where ``build_times.json`` has them."""
+    import pandas as pd
+
+    out = Path(out_dir)
+    build = json.loads((out / "build_times.json").read_text()) if (out / "build_times.json").exists() else {}
+    builds = build.get("notebooks", build) if isinstance(build, dict) else {}
+    rows = []
+    for path in sorted(out.glob("[0-9][0-9]_*.json")):
+        res = json.loads(path.read_text())
+        if res.get("notebook") in skip:
+            continue
+        entry = builds.get(res["notebook"], {})
+        entry = entry if isinstance(entry, dict) else {}
+        cpu = res.get("cpu_s")
+        rows.append({"notebook": res["notebook"], "runtime (s)": round(res["runtime_s"], 1),
+                     "CPU (s)": None if cpu is None else round(cpu, 1), "peak RAM (MiB)": round(res["peak_rss_mb"]),
+                     "builder wall (s)": entry.get("seconds"), "cached": entry.get("cached")})
+    return pd.DataFrame(rows, columns=["notebook", "runtime (s)", "CPU (s)", "peak RAM (MiB)", "builder wall (s)",
+                                       "cached"])

@@ -10,15 +10,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rramlib.adapters import DoRA, LoRA, VeraPlus, add_dora, add_lora, add_vera_plus, vera_projections
-from rramlib.adapters.base import AdapterWrapper
+from rramlib.adapters import (DoRA, LoRA, LoRAConfig, VeraPlus, VeraPlusConfig, add_dora, add_lora, add_vera_plus,
+                              vera_projections)
+from rramlib.adapters.base import AdapterWrapper, kaiming_uniform_
 from rramlib.errors import RramlibError
+from rramlib.seeding import generator
 
 # ----------------------------------------------------------------------------------------- fixtures
 METHODS = {
-    "vera_plus": lambda m, **kw: add_vera_plus(m, rank=4, seed=7, **kw),
-    "vera_plus_cross": lambda m, **kw: add_vera_plus(m, rank=4, seed=7, sharing="cross", **kw),
+    "vera_plus": lambda m, **kw: add_vera_plus(m, rank=4, projection_seed=7, **kw),
+    "vera_plus_cross": lambda m, **kw: add_vera_plus(m, rank=4, projection_seed=7, sharing="cross", **kw),
     "lora": lambda m, **kw: add_lora(m, rank=3, alpha=6.0, **kw),
+    "lora_1x1": lambda m, **kw: add_lora(m, rank=3, alpha=6.0, conv_branch="1x1", **kw),
     "dora": lambda m, **kw: add_dora(m, rank=3, alpha=6.0, **kw),
 }
 
@@ -62,7 +65,7 @@ def build(method, model_name, **kw):
 def perturb(ctrl, level, seed, scale=0.3):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for p in ctrl.level_parameters(level):
+        for p in ctrl.adapter_parameters(level):
             p.add_(scale * torch.randn(p.shape, generator=gen))
 
 
@@ -74,7 +77,7 @@ def base_out(layer, x):
 
 def reference_layer(ctrl, i, x):
     """The adapted layer's output written from the papers' formulas, independently of the implementation."""
-    layer, level = ctrl.base_layer(i), ctrl.active_level
+    layer, level = ctrl.base_layer(i), ctrl.active_adapter
     key = ctrl.layer_keys[i]
     conv = isinstance(layer, nn.Conv2d)
     n_in, n_out = (layer.in_channels, layer.out_channels) if conv else (layer.in_features, layer.out_features)
@@ -89,6 +92,9 @@ def reference_layer(ctrl, i, x):
         return base_out(layer, x) + x @ delta.T
     a, b = ctrl.lora_A[key][level], ctrl.lora_B[key][level]
     s = ctrl.alpha / ctrl.rank
+    if conv and ctrl.config.conv_branch == "1x1":  # VeRA+'s branch: a 1x1 conv with the layer's stride
+        delta = b.reshape(n_out, -1) @ a.reshape(ctrl.rank, -1)
+        return base_out(layer, x) + s * F.conv2d(x, delta[:, :, None, None], stride=layer.stride)
     dw = (b.reshape(n_out, -1) @ a.reshape(ctrl.rank, -1)).reshape(layer.weight.shape)
     if isinstance(ctrl, DoRA):
         v = layer.weight + s * dw
@@ -127,7 +133,7 @@ def test_init_leaves_output_unchanged(method, model_name):
 
 @pytest.mark.parametrize("method,model_name", MATRIX)
 def test_only_adapter_parameters_train(method, model_name):
-    model, _, ctrl, x = build(method, model_name, levels=("level0", "level1"))
+    model, _, ctrl, x = build(method, model_name, adapter_names=("level0", "level1"))
     perturb(ctrl, "level0", 11)
     y = model(x)
     assert torch.isfinite(y).all()
@@ -139,10 +145,10 @@ def test_only_adapter_parameters_train(method, model_name):
     assert not any(isinstance(m, AdapterWrapper) for m in ctrl.modules())  # controller excludes the model
     y.square().sum().backward()
     assert all(p.grad is None for p in model.parameters())
-    active = ctrl.level_parameters("level0")
+    active = ctrl.adapter_parameters("level0")
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in active)
     assert any(p.grad.abs().sum() > 0 for p in active)
-    assert all(p.grad is None for p in ctrl.level_parameters("level1"))
+    assert all(p.grad is None for p in ctrl.adapter_parameters("level1"))
 
 
 @pytest.mark.parametrize("method,model_name", MATRIX)
@@ -178,7 +184,7 @@ def test_merge_equals_unmerged(method, model_name):
         ctrl.merge()
         assert ctrl.merged
         with pytest.raises(RramlibError):
-            ctrl.set_level("level0")
+            ctrl.set_adapter("level0")
         y_merged = model(x)
         ctrl.unmerge()
         y_back = model(x)
@@ -188,42 +194,42 @@ def test_merge_equals_unmerged(method, model_name):
 
 
 @pytest.mark.parametrize("method,model_name", MATRIX)
-def test_level_state_round_trip(method, model_name, tmp_path):
-    model, _, ctrl, x = build(method, model_name, levels=("level0", "level1"))
+def test_adapter_state_round_trip(method, model_name, tmp_path):
+    model, _, ctrl, x = build(method, model_name, adapter_names=("level0", "level1"))
     perturb(ctrl, "level1", 15)
-    ctrl.set_level("level1")
+    ctrl.set_adapter("level1")
     with torch.no_grad():
         y = model(x)
-    torch.save(ctrl.level_state_dict("level1"), tmp_path / "level.pt")
+    torch.save(ctrl.adapter_state_dict("level1"), tmp_path / "level.pt")
     torch.save(ctrl.state_dict(), tmp_path / "full.pt")
 
-    model2, _, ctrl2, _ = build(method, model_name, levels=("level0", "level1"))
-    ctrl2.load_level_state_dict("level0", torch.load(tmp_path / "level.pt"))
+    model2, _, ctrl2, _ = build(method, model_name, adapter_names=("level0", "level1"))
+    ctrl2.load_adapter_state_dict("level0", torch.load(tmp_path / "level.pt"))
     with torch.no_grad():
         assert torch.equal(model2(x), y)
-    model3, _, ctrl3, _ = build(method, model_name, levels=("level0", "level1"))
+    model3, _, ctrl3, _ = build(method, model_name, adapter_names=("level0", "level1"))
     ctrl3.load_state_dict(torch.load(tmp_path / "full.pt"))
-    ctrl3.set_level("level1")
+    ctrl3.set_adapter("level1")
     with torch.no_grad():
         assert torch.equal(model3(x), y)
 
 
 @pytest.mark.parametrize("method,model_name", MATRIX)
-def test_switching_levels_switches_outputs(method, model_name):
-    model, _, ctrl, x = build(method, model_name, levels=("level0", "level1"))
+def test_switching_adapters_switches_outputs(method, model_name):
+    model, _, ctrl, x = build(method, model_name, adapter_names=("level0", "level1"))
     perturb(ctrl, "level0", 16)
     perturb(ctrl, "level1", 17)
     with torch.no_grad():
         y0 = model(x)
-        ctrl.set_level("level1")
+        ctrl.set_adapter("level1")
         y1 = model(x)
-        ctrl.set_level("level0")
+        ctrl.set_adapter("level0")
         assert torch.equal(model(x), y0)
-        ctrl.add_level("level1_copy", init_from="level1")
-        ctrl.set_level("level1_copy")
+        ctrl.add_adapter("level1_copy", init_from="level1")
+        ctrl.set_adapter("level1_copy")
         assert torch.equal(model(x), y1)
     assert not torch.allclose(y0, y1)
-    assert ctrl.levels == ["level0", "level1", "level1_copy"]
+    assert ctrl.adapter_names == ["level0", "level1", "level1_copy"]
 
 
 @pytest.mark.parametrize("method,model_name", MATRIX)
@@ -253,26 +259,26 @@ def test_disable_and_remove_restore_the_model(method, model_name):
 
 
 # ----------------------------------------------------------------------------------------- counts
-def test_values_per_level_hand_counts():
+def test_values_per_adapter_hand_counts():
     r = 4
     counts = {}
     for method, kw in [("vera", {}), ("cross", {"sharing": "cross"})]:
         model, _ = mlp()
         counts[method] = add_vera_plus(model, rank=r, **kw)
-    assert counts["vera"].values_per_level() == (10 + r) + (8 + r) + (4 + r)
-    assert counts["cross"].values_per_level() == 10 + r
+    assert counts["vera"].values_per_adapter() == (10 + r) + (8 + r) + (4 + r)
+    assert counts["cross"].values_per_adapter() == 10 + r
     model, _ = mlp()
     lora = add_lora(model, rank=3)
-    assert lora.values_per_level() == 3 * (6 + 10) + 3 * (10 + 8) + 3 * (8 + 4)
+    assert lora.values_per_adapter() == 3 * (6 + 10) + 3 * (10 + 8) + 3 * (8 + 4)
     model, _ = mlp()
-    assert add_dora(model, rank=3).values_per_level() == lora.values_per_level() + (10 + 8 + 4)
+    assert add_dora(model, rank=3).values_per_adapter() == lora.values_per_adapter() + (10 + 8 + 4)
     model, _ = cnn_bn()
     lora_cnn = add_lora(model, rank=2)
-    assert lora_cnn.values_per_level() == 2 * (3 * 9 + 8) + 2 * (8 * 9 + 12) + 2 * (12 + 5)
+    assert lora_cnn.values_per_adapter() == 2 * (3 * 9 + 8) + 2 * (8 * 9 + 12) + 2 * (12 + 5)
     model, _ = cnn_bn()
-    assert add_dora(model, rank=2).values_per_level() == lora_cnn.values_per_level() + 8 + 12 + 5
+    assert add_dora(model, rank=2).values_per_adapter() == lora_cnn.values_per_adapter() + 8 + 12 + 5
     model, _ = cnn_bn()
-    assert add_vera_plus(model, rank=5, levels=("a", "b")).values_per_level() == (8 + 5) + (12 + 5) + (5 + 5)
+    assert add_vera_plus(model, rank=5, adapter_names=("a", "b")).values_per_adapter() == (8 + 5) + (12 + 5) + (5 + 5)
     for c in (counts["vera"], counts["cross"]):
         assert c.shared_values() == 0 and c.shared_seed_bytes() == 8
     assert lora.shared_values() == 0 and lora.shared_seed_bytes() == 0
@@ -314,6 +320,11 @@ def test_extra_macs_stride2_conv_hand_counts():
     assert add_dora(model, targets=["0"], rank=3).extra_macs(x) == pos * (3 * 3 * 9 + 6 * 3 + 6)
     model, _ = stride2()  # both layers: second is 1x1 stride 2 on 5x5 -> 3x3
     assert add_vera_plus(model, rank=2).extra_macs(x) == pos * (2 * 3 + 2 + 6 * 2 + 6) + 9 * (2 * 6 + 2 + 4 * 2 + 4)
+    # LoRA with VeRA+'s 1x1 branch at matched rank: VeRA+ minus its two vector products (r + out per position)
+    model, _ = stride2()
+    lora = add_lora(model, rank=2, conv_branch="1x1")
+    assert lora.extra_macs(x) == pos * (2 * 3 + 6 * 2) + 9 * (2 * 6 + 4 * 2)
+    assert lora.values_per_adapter() == (2 * 3 + 6 * 2) + (2 * 6 + 4 * 2)
 
 
 def test_extra_macs_does_not_touch_batchnorm_statistics():
@@ -345,7 +356,7 @@ def test_vera_plus_golden_linear():
 
 def test_vera_plus_init_values_and_projections():
     model, _ = mlp()
-    ctrl = add_vera_plus(model, rank=4, seed=42, d_init=0.25)
+    ctrl = add_vera_plus(model, rank=4, projection_seed=42, d_init=0.25)
     assert (ctrl.in_max, ctrl.out_max) == (10, 10)
     gen = torch.Generator().manual_seed(42)
     bound_a, bound_b = math.sqrt(3.0) * (math.sqrt(2) / math.sqrt(10)), math.sqrt(3.0) * (math.sqrt(2) / math.sqrt(4))
@@ -360,17 +371,31 @@ def test_vera_plus_init_values_and_projections():
     assert "vera_A" not in ctrl.state_dict()  # regenerable: not stored
 
 
-def test_lora_initialisation_is_seeded_per_level_and_layer():
+def test_lora_initialisation_is_seeded_per_adapter_and_layer():
     m1, _ = mlp()
     m2, _ = mlp()
-    c1 = add_lora(m1, rank=3, seed=5, levels=("a", "b"))
-    c2 = add_lora(m2, rank=3, seed=5, levels=("b", "a"))
+    c1 = add_lora(m1, rank=3, init_seed=5, adapter_names=("a", "b"))
+    c2 = add_lora(m2, rank=3, init_seed=5, adapter_names=("b", "a"))
     for key in c1.layer_keys:
         assert torch.equal(c1.lora_A[key]["a"], c2.lora_A[key]["a"])
         assert not torch.equal(c1.lora_A[key]["a"], c1.lora_A[key]["b"])
         assert torch.equal(c1.lora_B[key]["a"], torch.zeros_like(c1.lora_B[key]["a"]))
     bound = 1 / math.sqrt(6)  # kaiming_uniform(a=sqrt(5)) on fan_in 6
     assert c1.lora_A["0"]["a"].abs().max() <= bound
+    # the stream is (init_seed, "lora_init", adapter name, layer name) of rramlib.seeding
+    expected = kaiming_uniform_(torch.empty(c1.lora_A["0"]["a"].shape), generator(5, "lora_init", "a", "0"), a=5**0.5)
+    assert torch.equal(c1.lora_A["0"]["a"], expected)
+
+
+@pytest.mark.parametrize("method", ["vera_plus", "vera_plus_cross", "lora", "dora"])
+def test_adapter_tensors_are_the_live_tensors_of_one_adapter(method):
+    model, _, ctrl, x = build(method, "mlp", adapter_names=("level0", "level1"))
+    tensors = ctrl.adapter_tensors("level1")
+    assert sum(t.numel() for t in tensors.values()) == ctrl.values_per_adapter()
+    assert {id(t) for t in tensors.values()} == {id(p) for p in ctrl.adapter_parameters("level1")}
+    layer_keyed = [k for k in tensors if "." in k]
+    assert all(k.split(".")[0] in ctrl.target_names for k in layer_keyed)
+    assert len(layer_keyed) == (len(tensors) if method != "vera_plus_cross" else 0)
 
 
 def test_dora_norm_is_detached():
@@ -406,7 +431,7 @@ def test_dora_norm_is_detached():
 def test_dora_magnitude_init_and_reset_on_drifted_weight():
     model, shape = cnn_bn()
     w0_norm = model[0].weight.detach().reshape(8, -1).norm(dim=1)
-    ctrl = add_dora(model, rank=2, levels=("a",))
+    ctrl = add_dora(model, rank=2, adapter_names=("a",))
     assert ctrl.magnitude["0"]["a"].shape == (1, 8, 1, 1)
     assert ctrl.magnitude["8"]["a"].shape == (5,)
     torch.testing.assert_close(ctrl.magnitude["0"]["a"].reshape(-1), w0_norm)
@@ -416,65 +441,74 @@ def test_dora_magnitude_init_and_reset_on_drifted_weight():
         x = torch.randn(2, 3, 8, 8)
         torch.testing.assert_close(ctrl.wrappers[0](x), base_out(layer, x) / 1.5
                                    + layer.bias.view(-1, 1, 1) * (1 - 1 / 1.5), atol=1e-5, rtol=1e-5)
-        ctrl.add_level("b")  # a new level takes the current (drifted) norm
+        ctrl.add_adapter("b")  # a new level takes the current (drifted) norm
         torch.testing.assert_close(ctrl.magnitude["0"]["b"].reshape(-1), 1.5 * w0_norm)
         ctrl.reset_magnitude("a")
         torch.testing.assert_close(ctrl.wrappers[0](x), base_out(layer, x), atol=1e-6, rtol=0)
 
 
 # ----------------------------------------------------------------------------------------- errors
-def test_errors():
+def _bad_shape(ctrl):
+    state = ctrl.adapter_state_dict("level0")
+    state["lambda_b.0"] = torch.zeros(99)
+    ctrl.load_adapter_state_dict("level0", state)
+
+
+CONTROLLER_ERRORS = {
+    "set unknown": ("unknown adapter", lambda model, ctrl: ctrl.set_adapter("nope")),
+    "parameters of unknown": ("unknown adapter", lambda model, ctrl: ctrl.adapter_parameters("nope")),
+    "add existing": ("exists already", lambda model, ctrl: ctrl.add_adapter("level0")),
+    "dotted name": ("invalid adapter name", lambda model, ctrl: ctrl.add_adapter("a.b")),
+    "ParameterDict method name": ("invalid adapter name", lambda model, ctrl: ctrl.add_adapter("copy")),
+    "adapt twice": ("already carries adapters", lambda model, ctrl: add_lora(model)),
+    "state keys": ("adapter state", lambda model, ctrl: ctrl.load_adapter_state_dict("level0",
+                                                                                     {"lambda_b.0": torch.zeros(3)})),
+    "state shape": ("shape", lambda model, ctrl: _bad_shape(ctrl)),
+    "delete active": ("active", lambda model, ctrl: ctrl.delete_adapter("level0")),
+    "other projection seed": ("projection seed", lambda model, ctrl: ctrl.load_state_dict(
+        add_vera_plus(mlp()[0], rank=2, projection_seed=1).state_dict())),
+    "config and keywords": ("not both", lambda model, ctrl: add_lora(mlp()[0], LoRAConfig(), rank=2)),
+    "wrong config class": ("must be a LoRAConfig", lambda model, ctrl: add_lora(mlp()[0], VeraPlusConfig())),
+}
+
+
+@pytest.mark.parametrize("case", list(CONTROLLER_ERRORS))
+def test_controller_errors(case):
+    match, action = CONTROLLER_ERRORS[case]
     model, _ = mlp()
     ctrl = add_vera_plus(model, rank=2)
-    with pytest.raises(RramlibError, match="unknown level"):
-        ctrl.set_level("nope")
-    with pytest.raises(RramlibError, match="unknown level"):
-        ctrl.level_parameters("nope")
-    with pytest.raises(RramlibError, match="exists already"):
-        ctrl.add_level("level0")
-    with pytest.raises(RramlibError, match="invalid level name"):
-        ctrl.add_level("a.b")
-    with pytest.raises(RramlibError, match="invalid level name"):
-        ctrl.add_level("copy")  # a ParameterDict method name
-    with pytest.raises(RramlibError, match="already carries adapters"):
-        add_lora(model)
-    with pytest.raises(RramlibError, match="level state"):
-        ctrl.load_level_state_dict("level0", {"lambda_b.0": torch.zeros(3)})
-    state = ctrl.level_state_dict("level0")
-    state["lambda_b.0"] = torch.zeros(99)
-    with pytest.raises(RramlibError, match="shape"):
-        ctrl.load_level_state_dict("level0", state)
-    with pytest.raises(RramlibError, match="active"):
-        ctrl.remove_level("level0")
-    other, _ = mlp()
-    with pytest.raises(RramlibError, match="projection seed"):
-        ctrl.load_state_dict(add_vera_plus(other, rank=2, seed=1).state_dict())
+    with pytest.raises(RramlibError, match=match):
+        action(model, ctrl)
 
-    for bad_rank in (0, -1, 2.5, True, "4"):
-        for add in (add_vera_plus, add_lora, add_dora):
-            fresh, _ = mlp()
-            with pytest.raises(RramlibError, match="rank"):
-                add(fresh, rank=bad_rank)
-            assert not any(isinstance(m, AdapterWrapper) for m in fresh.modules())  # untouched
+
+FACTORY_ERRORS = [(add, {"rank": bad}, "rank") for bad in (0, -1, 2.5, True, "4")
+                  for add in (add_vera_plus, add_lora, add_dora)] + [
+    (add_vera_plus, {"sharing": "both"}, "sharing"),
+    (add_vera_plus, {"d_init": float("nan")}, "d_init"),
+    (add_vera_plus, {"projection_seed": -1}, "projection_seed"),
+    (add_lora, {"alpha": 0}, "alpha"),
+    (add_lora, {"init_seed": 2**63}, "init_seed"),
+    (add_lora, {"colour": 1}, "unknown parameter"),
+    (add_lora, {"targets": ["7"]}, "not a module"),
+    (add_lora, {"targets": ["1"]}, "only Linear and Conv2d"),
+    (add_lora, {"adapter_names": ()}, "at least one"),
+    (add_lora, {"adapter_names": ("a", "a")}, "duplicate"),
+]
+
+
+@pytest.mark.parametrize("add,kwargs,match", FACTORY_ERRORS)
+def test_factory_errors_leave_the_model_untouched(add, kwargs, match):
     fresh, _ = mlp()
-    with pytest.raises(RramlibError, match="sharing"):
-        add_vera_plus(fresh, sharing="both")
-    with pytest.raises(RramlibError, match="alpha"):
-        add_lora(fresh, alpha=0)
-    with pytest.raises(RramlibError, match="not a module"):
-        add_lora(fresh, targets=["7"])
-    with pytest.raises(RramlibError, match="only Linear and Conv2d"):
-        add_lora(fresh, targets=["1"])
-    with pytest.raises(RramlibError, match="at least one"):
-        add_lora(fresh, levels=())
-    with pytest.raises(RramlibError, match="duplicate"):
-        add_lora(fresh, levels=("a", "a"))
-    grouped = nn.Sequential(nn.Conv2d(4, 4, 3, groups=2))
+    with pytest.raises(RramlibError, match=match):
+        add(fresh, **kwargs)
+    assert not any(isinstance(m, AdapterWrapper) for m in fresh.modules())
+
+
+def test_unsupported_layers():
     with pytest.raises(RramlibError, match="grouped"):
-        add_dora(grouped)
+        add_dora(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)))
     with pytest.raises(RramlibError, match="single layer"):
         add_lora(nn.Linear(2, 2))
-
     shrinking = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1))  # 3x3 without padding
     vera = add_vera_plus(shrinking, rank=2)
     with pytest.raises(RramlibError, match="'0'"):

@@ -34,7 +34,7 @@ def peft_vera(model, rank, seed):
 def test_vera_plus_equals_peft_vera_bit_exactly():
     base = small_mlp()
     ours_model, peft_model = copy.deepcopy(base), copy.deepcopy(base)
-    ctrl = add_vera_plus(ours_model, rank=4, seed=1234, levels=LEVELS)
+    ctrl = add_vera_plus(ours_model, rank=4, projection_seed=1234, adapter_names=LEVELS)
     pm = peft_vera(peft_model, rank=4, seed=1234)
     for level in LEVELS:
         assert torch.equal(ctrl.vera_A, pm.base_model.vera_A[level])
@@ -55,7 +55,7 @@ def test_vera_plus_equals_peft_vera_bit_exactly():
     outputs = []
     with torch.no_grad():
         for level in LEVELS:
-            ctrl.set_level(level)
+            ctrl.set_adapter(level)
             pm.set_adapter(level)
             y = ours_model(x)
             assert torch.equal(y, pm(x))

@@ -23,3 +23,90 @@ def test_accuracy_table_statistics_and_ratios():
     assert table.loc[("vera_plus", "10s"), "recovered"] == pytest.approx((0.8 - 0.6) / (0.9 - 0.6))
     assert math.isnan(table.loc[("vera_plus", "1s"), "recovered"])  # no loss to recover at 1 s
     assert len(to_frame(fake_result())) == 8  # drift-free record left out
+
+
+def fake_result_with_info():
+    result = fake_result()
+    storage = {"none": (0, 0, 1), "vera_plus": (400, 100, 4)}
+    result["metadata"]["method_info"] = {
+        m: {"storage": {"total_bytes_fp32": t, "bytes_per_level_fp32": b, "levels": k}, "extra_macs_ratio": 0.02 * k,
+            "fit_time_s": 1.5 * k} for m, (t, b, k) in storage.items()}
+    return result
+
+
+def test_recovered_per_chip_and_time_table():
+    from rramlib.analysis import recovered_per_chip, time_table
+
+    per_chip = recovered_per_chip(fake_result(), "vera_plus", "10s")
+    # chip 0: (0.8-0.5)/(0.9-0.5), chip 1: (0.8-0.7)/(0.9-0.7)
+    assert per_chip.tolist() == pytest.approx([0.75, 0.5])
+    assert recovered_per_chip(fake_result(), "vera_plus", "1s").isna().all()  # no loss, nothing to recover
+    t1 = time_table(fake_result(), ["none", "vera_plus"], ["10s"]).set_index("method")
+    assert t1.loc["vera_plus", "recovered_std"] == pytest.approx(math.sqrt(2) * 0.125)  # std of [0.75, 0.5]
+    assert t1.loc["vera_plus", "retained_std"] == pytest.approx(0.0)
+    assert t1.loc["none", "drift_loss_pp"] == pytest.approx(30.0)
+    assert t1.loc["vera_plus", "recovered"] == pytest.approx(2 / 3)  # from the means, not the mean of ratios
+
+
+def test_time_table_display_and_unknown_time():
+    from rramlib.analysis import time_table, time_table_display
+    from rramlib.errors import RramlibError
+
+    t1 = time_table(fake_result(), ["none", "vera_plus"], ["10s"])
+    shown = time_table_display(t1, ["none", "vera_plus"], ["10s"], {"vera_plus": "VeRA+"})
+    assert shown["method"].tolist() == ["none", "VeRA+", "drift loss (pp)"]
+    assert shown["10s: accuracy"].tolist() == ["0.600 ± 0.141", "0.800 ± 0.000", "30.0"]
+    assert shown["10s: recovered"].tolist()[:2] == ["—", "0.67 ± 0.18"]
+    with pytest.raises(RramlibError, match="not in this sweep"):
+        time_table(fake_result(), ["none"], ["1y"])
+
+
+def test_method_summary_and_pareto_table():
+    from rramlib.analysis import method_summary, pareto_table
+
+    s = method_summary(fake_result_with_info(), "vera_plus", "10s")
+    assert s == pytest.approx({"acc_mean": 0.8, "acc_std": 0.0, "storage_bytes_fp32": 400, "bytes_per_level_fp32": 100,
+                               "extra_macs_pct": 8.0, "fit_time_s": 6.0})
+    pareto = pareto_table(fake_result_with_info(), ["none", "vera_plus"], "10s").set_index("method")
+    assert pareto.loc["none", "acc_mean"] == pytest.approx(0.6) and pareto.loc["vera_plus", "levels"] == 4
+
+
+@pytest.mark.parametrize("cost, value, front", [
+    ([1, 2, 3], [0.5, 0.6, 0.7], [0, 1, 2]),          # every step pays
+    ([1, 2, 3], [0.7, 0.6, 0.8], [0, 2]),             # the middle point is dominated
+    ([5, 1, 1], [0.9, 0.4, 0.6], [2, 0]),             # equal cost: the better one first, the worse dropped
+    ([1, 1], [0.5, 0.5], [0]),                        # a tie adds nothing
+])
+def test_pareto_front(cost, value, front):
+    from rramlib.analysis import pareto_front
+
+    assert pareto_front(cost, value) == front
+
+
+def test_pareto_front_is_not_dominated_property():
+    import numpy as np
+
+    from rramlib.analysis import pareto_front
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        cost, value = rng.integers(0, 5, 12), rng.random(12).round(1)
+        front = set(pareto_front(cost, value))
+        for i in range(12):
+            dominated = any(cost[j] <= cost[i] and value[j] > value[i] for j in range(12))
+            assert (i in front) <= (not dominated)  # no front point is dominated
+            best_so_far = value[cost <= cost[i]].max()
+            if value[i] == best_so_far and not dominated:
+                assert any(cost[j] <= cost[i] and value[j] == value[i] for j in front)  # its level is reached
+
+
+def test_switch_jumps_reads_the_nearest_times():
+    import pandas as pd
+
+    from rramlib.analysis import switch_jumps
+
+    table = pd.DataFrame({"method": "vera_plus", "time_s": [9.3, 10.7, 93.0, 107.0], "mean": [0.5, 0.7, 0.6, 0.55]})
+    jumps = switch_jumps(table, "vera_plus", [1.0, 10.0, 100.0, 1000.0])
+    assert jumps["from"].tolist() == ["level0", "level1"] and jumps["to"].tolist() == ["level1", "level2"]
+    assert jumps["change"].tolist() == pytest.approx([0.2, -0.05])
+    assert switch_jumps(table, "vera_plus", [1.0, 1000.0]).empty  # one level: no switch

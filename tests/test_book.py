@@ -1,7 +1,7 @@
 """The book's infrastructure: committed notebooks, glue keys, build keys, the builder's checks.
 
-Fast: two tiny notebooks are executed (one kernel each); the real notebooks are only read.
-CI builds the smoke book after the tests (``make book PROFILE=smoke``).
+Fast: a few tiny notebooks are executed (one kernel each); the real notebooks are only read.
+The smoke book itself is built and opened in a browser by ``tests/test_browser.py``.
 """
 import json
 import re
@@ -12,13 +12,16 @@ import nbformat
 import pytest
 import yaml
 
-from rramlib import book
+from rramlib import __version__, book
 from rramlib.book import (
     BookError, NotebookError, build_key, check_offline, execute_notebook, forbidden_strings, glue_references,
     glued_keys, make_toc, parse_parameter, scan_outputs, source_files,
 )
+from rramlib.book.display import column_format, frame_html
+from rramlib.book.present import book_command, build_box, present, rerun_command
 from rramlib.cli import main
 from rramlib.errors import RramlibError
+from rramlib.params import parse_assignment, parse_value
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = book.notebook_paths(ROOT / "notebooks")
@@ -84,7 +87,7 @@ def test_notebook_glue_references_are_glued(path):
     glued = _glued()
     doc = f"notebooks/{path.stem}"
     problems = [p for cell in glued[doc][0].cells if cell.cell_type == "markdown"
-                for p in book._unresolved(doc, cell.source, glued)]
+                for p in book.unresolved_glue(doc, cell.source, glued)]
     assert not problems, "\n".join(problems)
 
 
@@ -97,7 +100,7 @@ def test_static_page_glue_references_are_glued(page):
         target = re.sub(r"\.ipynb$", "", ref_doc.lstrip("/"))
         if target not in glued:
             pytest.skip(f"{target} does not exist yet")
-    problems = book._unresolved(page.stem, page.read_text(), glued)
+    problems = book.unresolved_glue(page.stem, page.read_text(), glued)
     assert not problems, "\n".join(problems)
 
 
@@ -180,15 +183,28 @@ def test_book_config_serves_mathjax_locally():
     assert "://" not in sphinx["mathjax_path"] and sphinx["html_static_path"] == [book.ASSETS]
     assert "sphinx_thebe" not in sphinx["extensions"] and config["execute"]["execute_notebooks"] == "off"
     assert not (ROOT / "book" / "_static").exists()
-    assert (book._mathjax_dir() / "tex-chtml.js").exists()
+    assert (book.mathjax_dir() / "tex-chtml.js").exists()
 
 
-def test_citation_bibtex_from_citation_cff():
-    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
-    bib = book.citation_bibtex(cff)
-    assert bib.count("\n@") + bib.startswith("@") == 1 + len(cff.get("references", []))
-    for ref in cff.get("references", []):
-        assert ref["title"] in bib
+def test_citation_files_agree_with_the_package():
+    """CITATION.cff is valid CFF, names the package's version, and .zenodo.json says what cffconvert derives."""
+    from pybtex.database import parse_string
+
+    text = (ROOT / "CITATION.cff").read_text()
+    cff = yaml.safe_load(text)
+    assert str(cff["version"]) == __version__
+    zenodo = json.loads((ROOT / ".zenodo.json").read_text())
+    for key, value in book.zenodo_metadata(text).items():
+        assert zenodo[key] == value, key
+    assert zenodo["upload_type"] == "software"
+    bib = parse_string(book.citation_bibtex(text), "bibtex")  # the page's BibTeX parses back
+    assert len(bib.entries) == 1 + len(cff["references"])
+    software = bib.entries[next(iter(bib.entries))]
+    assert software.fields["title"] == cff["title"] and software.fields["year"] == str(cff["date-released"])[:4]
+    for ref in cff["references"]:
+        entry = next(e for e in bib.entries.values() if e.fields["title"] == ref["title"])
+        assert entry.fields["year"] == str(ref["year"])
+        assert [p.last_names[0] for p in entry.persons["author"]] == [a["family-names"] for a in ref["authors"]]
 
 
 def test_check_offline_flags_remote_scripts(tmp_path):
@@ -223,7 +239,9 @@ def test_build_key_changes_with_every_input():
 
 def test_source_files_cover_the_package():
     files = source_files()
-    assert "cli.py" in files and "drift/base.py" in files and "book.py" not in files
+    assert "cli.py" in files and "drift/base.py" in files and "params.py" in files
+    # the builder is left out (editing it re-executes nothing); what runs inside the kernels stays in
+    assert "book/display.py" in files and not any(f.startswith("book/") and f != "book/display.py" for f in files)
     assert any(f.endswith(".csv") for f in files)
     assert not any("__pycache__" in f for f in files)
 
@@ -245,7 +263,7 @@ def test_parse_parameter_like_papermill():
 
 
 def test_cli_book_rejects_bad_input_before_work(capsys, monkeypatch):
-    monkeypatch.setattr(book, "_stage_static", lambda *a, **k: pytest.fail("staged before checking"))
+    monkeypatch.setattr(book.builder, "stage_static", lambda *a, **k: pytest.fail("staged before checking"))
     assert main(["book", "--profile", "huge"]) == 2
     assert capsys.readouterr().err.startswith("error: unknown profile 'huge'")
     assert main(["book", "--profile", "smoke", "-p", "profile", "quick"]) == 2
@@ -305,3 +323,175 @@ def test_scan_skips_binary_outputs_and_partial_host_words():
     nb.cells[1].outputs = [nbformat.v4.new_output("error", ename="E", evalue="x",
                                                   traceback=["File /home/me/x.py"])]
     assert scan_outputs(nb, hostname=socket.gethostname())
+
+
+# ----------------------------------------------------------------------------------------------
+# one name=value reader for the command line and the book
+
+@pytest.mark.parametrize("text, value", [
+    ("2", 2), ("-3", -3), ("0.3", 0.3), ("1e-3", 1e-3), ("True", True), ("false", False), ("None", None),
+    ("null", None), ("ibm_pcm", "ibm_pcm"), ("[4, 8]", [4, 8]), ("{rd: 0.3}", {"rd": 0.3}), ("a=b", "a=b"),
+])
+def test_parse_value(text, value):
+    parsed = parse_value(text)
+    assert parsed == value and type(parsed) is type(value)
+
+
+def test_parse_assignment_and_its_errors():
+    assert parse_assignment("rd=0.3") == ("rd", 0.3)
+    assert parse_assignment("table=a=b.csv") == ("table", "a=b.csv")  # only the first '=' splits
+    assert parse_assignment("vera_plus.rank=8", dotted=True) == ("vera_plus.rank", 8)
+    for bad in ("rd", "=3", "vera_plus.rank=8", "1x=2"):
+        with pytest.raises(RramlibError, match="must look like name=value"):
+            parse_assignment(bad)
+    with pytest.raises(RramlibError, match="cannot read"):
+        parse_value("[1, 2")
+
+
+def test_cli_and_book_read_values_alike():
+    for text in ("2", "0.5", "true", "None", "[1, 2]", "ibm_pcm"):
+        assert parse_assignment(f"x={text}")[1] == parse_parameter("x", text)[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# tables as the book shows them (rramlib.book.display)
+
+def test_frame_html_drops_the_counter_index_keeps_named_ones_and_full_text():
+    import pandas as pd
+
+    claim = "VeRA+ keeps this share of the drift-free accuracy at ten years, averaged over every chip " * 2
+    frame = pd.DataFrame({"claim": [claim, "short"], "acc": [0.912345, 0.5], "n": [3, 4]})
+    html = frame_html(frame)
+    assert claim.strip() in html and "…" not in html and "..." not in html
+    assert "<th>0</th>" not in html and "<th>1</th>" not in html and "<th></th>" not in html
+    assert "<td>0.912</td>" in html and "<td>0.500</td>" in html and "<td>3</td>" in html
+    assert 'class="dataframe rramlib-table"' in html
+    assert '<th style="min-width: 24em;">claim</th>' in html and "<th>acc</th>" in html  # long texts get room
+    named = frame_html(frame.set_index("n"))
+    assert "<th>3</th>" in named and "<th>n</th>" in named  # a named index is data: kept
+    shifted = frame_html(frame.iloc[1:])  # not a 0..n-1 counter any more: kept
+    assert "<th>1</th>" in shifted
+
+
+@pytest.mark.parametrize("values, shown", [
+    ([0.912345, 0.5], ["0.912", "0.500"]),
+    ([0.5, 1.0, 2.0], ["0.5", "1.0", "2.0"]),
+    ([1.0, 2.0], ["1", "2"]),
+    ([12.345, 3.0], ["12.35", "3.00"]),
+    ([1234.5, 99.0], ["1,234", "99"]),
+    ([0.00123, 0.0004], ["0.00123", "0.0004"]),
+    ([float("nan"), 0.25], ["–", "0.25"]),
+])
+def test_column_format(values, shown):
+    fmt = column_format(values)
+    assert [fmt(v) for v in values] == shown
+
+
+# ----------------------------------------------------------------------------------------------
+# pages: code collapsed, raw parameter cells removed, one build box (rramlib.book.present)
+
+def _executed_notebook():
+    nb = _new_notebook("x = 1", "print(x)", "secret = 2",
+                       parameters="profile = 'quick'   # smoke | quick | paper\nout_dir = 'results'\n"
+                                  "drift_scale = 1.0   # multiplies | the drift\nranks = (4, 16)")
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell("# Title\n\nIntro."))
+    injected = nbformat.v4.new_code_cell("# Parameters\nprofile = 'smoke'\ndrift_scale = 2.0")
+    injected.metadata["tags"] = ["injected-parameters"]
+    nb.cells.insert(2, injected)
+    nb.cells[-1].metadata["tags"] = ["remove-input"]  # the author's choice stays
+    return nb
+
+
+def test_present_collapses_code_and_removes_parameter_cells():
+    nb = _executed_notebook()
+    page = present(nb, "03_x", {"profile": "smoke", "out_dir": "../results", "drift_scale": 2.0}, "smoke",
+                   {"drift_scale": 2.0}, seconds=12.34, peak_mb=512.0)
+    assert [c.cell_type for c in nb.cells] == ["markdown", "code", "code", "code", "code", "code"]  # unchanged
+    tags = [c.metadata.get("tags", []) for c in page.cells]
+    assert page.cells[0].source.startswith("# Title") and "rramlib-build" in tags[1]
+    assert "remove-cell" in tags[2] and "remove-cell" in tags[3]  # the notebook's and papermill's
+    assert "hide-input" in tags[4] and "hide-input" in tags[5]
+    assert tags[6] == ["remove-input"]
+    box = page.cells[1].source
+    assert box.startswith(":::{admonition} Rerun this page · profile `smoke` · 12.3 s, 512 MB peak memory")
+    assert ":class: dropdown" in box and box.rstrip().endswith(":::")
+    assert "| `drift_scale` | `2.0` (default `1.0`) | multiplies \\| the drift |" in box
+    assert "| `ranks` | `(4, 16)` |  |" in box and "out_dir" not in box
+    assert "| `profile` | `'smoke'` (default `'quick'`) | smoke \\| quick \\| paper |" in box
+    same = present(nb, "03_x", {"profile": "quick", "ranks": [4, 16]}, "quick", {"ranks": [4, 16]}).cells[1].source
+    assert "default" not in same and "| `ranks` | `(4, 16)` |" in same  # a value equal to the default
+    assert "papermill notebooks/03_x.ipynb 03_x.ipynb -p profile smoke -p drift_scale 2.0" in box
+    assert "rramlib book --profile smoke -p drift_scale 2.0" in box
+    assert present(nb, "03_x", {"profile": "smoke"}, "smoke", {}) == present(nb, "03_x", {"profile": "smoke"},
+                                                                            "smoke", {})  # deterministic
+
+
+@pytest.mark.parametrize("value", [2, 0.5, True, None, "ibm_pcm", [2, 8, 32], {"rd": 0.3}, "two words"])
+def test_rerun_command_gives_the_parameters_back(value):
+    """papermill reads each ``-p`` value of the shown command back as the value this build used."""
+    import shlex
+
+    words = shlex.split(rerun_command("05_x", {"profile": "quick", "out_dir": "../results", "v": value}))
+    assert words[:3] == ["papermill", "notebooks/05_x.ipynb", "05_x.ipynb"] and "out_dir" not in words
+    pairs = dict(zip(words[4::3], words[5::3]))
+    assert words[3::3] == ["-p", "-p"] and pairs["profile"] == "quick"
+    assert parse_value(pairs["v"]) == value
+    assert shlex.split(book_command("quick", {"v": value}))[-1] == pairs["v"]
+
+
+def test_build_box_without_parameters_or_costs():
+    box = build_box("01_x", [], {"profile": "quick"}, "quick", {}, None, None)
+    assert "Parameters of this build" not in box and "s," not in box
+    assert "papermill notebooks/01_x.ipynb 01_x.ipynb -p profile quick" in box
+
+
+# ----------------------------------------------------------------------------------------------
+# the builder's cache of executed notebooks (a tiny book, no HTML)
+
+_COUNTING = ("import json, pathlib\n"
+             "runs = pathlib.Path(counter)\n"
+             "runs.write_text(str(int(runs.read_text()) + 1) if runs.exists() else '1')\n"
+             "pathlib.Path(out_dir).mkdir(parents=True, exist_ok=True)\n"
+             "(pathlib.Path(out_dir) / '{stem}.json').write_text(json.dumps({{'runtime_s': 0.5, 'peak_rss_mb': 10}}))\n"
+             "import pandas as pd\n"
+             "pd.DataFrame({{'acc': [0.912345, 0.5]}})")
+
+
+def _tiny_book(tmp_path, counter):
+    notebooks, book_dir = tmp_path / "notebooks", tmp_path / "book"
+    notebooks.mkdir()
+    book_dir.mkdir()
+    (book_dir / "_config.yml").write_text("title: tiny\n")
+    (book_dir / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n- file: notebooks/01_a\n")
+    (book_dir / "intro.md").write_text("# Tiny\n")
+    for stem in ("01_a", "02_b"):
+        nb = _new_notebook(_COUNTING.format(stem=stem),
+                           parameters=f"profile = 'quick'\nout_dir = 'results'\ncounter = {str(counter[stem])!r}")
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"# {stem}"))
+        nbformat.write(nb, notebooks / f"{stem}.ipynb")
+    return notebooks, book_dir
+
+
+def test_notebook_cache_reruns_changed_sources_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("RRAMLIB_CACHE", str(tmp_path / "cache"))
+    counter = {stem: tmp_path / f"{stem}.count" for stem in ("01_a", "02_b")}
+    notebooks, book_dir = _tiny_book(tmp_path, counter)
+
+    def build():
+        result = book.build("smoke", tmp_path / "out", html=False, notebooks_dir=notebooks, book_dir=book_dir,
+                            log=lambda *a, **k: None)
+        return {r.name: r.cached for r in result.runs}, {s: int(c.read_text()) for s, c in counter.items()}
+
+    assert build() == ({"01_a": False, "02_b": False}, {"01_a": 1, "02_b": 1})
+    assert build() == ({"01_a": True, "02_b": True}, {"01_a": 1, "02_b": 1})  # unchanged: nothing runs
+    page = nbformat.read(tmp_path / "out" / "src" / "notebooks" / "01_a.ipynb", as_version=4)
+    seconds = nbformat.read(tmp_path / "out" / "executed" / "01_a.ipynb", as_version=4).metadata["rramlib"]["seconds"]
+    assert "rramlib-build" in page.cells[1].metadata["tags"] and "10 MB peak memory" in page.cells[1].source
+    assert f"{seconds:.1f} s" in page.cells[1].source  # the builder's wall time of the whole notebook
+    table = page.cells[-1].outputs[-1]["data"]["text/html"]  # the kernel showed the table the book's way
+    assert "rramlib-table" in table and "<td>0.912</td>" in table and "<th>0</th>" not in table
+    nb = _read(notebooks / "02_b.ipynb")
+    nb.cells.append(nbformat.v4.new_markdown_cell("A new closing sentence."))
+    nbformat.write(nb, notebooks / "02_b.ipynb")
+    assert build() == ({"01_a": True, "02_b": False}, {"01_a": 1, "02_b": 2})  # only the changed one
+    assert build() == ({"01_a": True, "02_b": True}, {"01_a": 1, "02_b": 2})

@@ -95,3 +95,76 @@ def test_kill_during_write_leaves_no_readable_entry(tmp_path):
     assert not cache.path("sweep", "k").exists()
     assert list((tmp_path / "sweep").glob(".k.*.tmp"))  # only the orphaned temporary file
     assert cache.load("sweep", "k") is None
+
+
+def _package_copy(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    import rramlib
+
+    root = tmp_path / "rramlib"
+    shutil.copytree(Path(rramlib.__file__).parent, root, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def test_source_digest_follows_every_source_edit(tmp_path):
+    from rramlib.cache import source_digest
+
+    root = _package_copy(tmp_path)
+    before = source_digest(root)
+    (root / "__pycache__").mkdir(exist_ok=True)
+    (root / "__pycache__" / "x.py").write_text("ignored = 1\n")  # compiled/cached files do not count
+    assert source_digest.__wrapped__(root) == before
+    target = root / "drift" / "ibm_pcm.py"
+    target.write_text(target.read_text() + "\n# an edit\n")
+    after = source_digest.__wrapped__(root)
+    assert after != before
+    target.rename(root / "drift" / "ibm_pcm2.py")  # a renamed file is another package
+    assert source_digest.__wrapped__(root) not in (before, after)
+
+
+def test_source_digest_ignores_the_presentation_layer_only(tmp_path):
+    from rramlib.cache import source_digest
+
+    root = _package_copy(tmp_path)
+    before = source_digest.__wrapped__(root)
+    for path in (root / "book" / "present.py", root / "plotting.py"):  # restyling the book keeps the cache
+        path.write_text(path.read_text() + "\n# restyled\n")
+    assert source_digest.__wrapped__(root) == before
+    target = root / "bookkeeping.py"  # a name that merely starts like the builder still counts
+    target.write_text("x = 1\n")
+    assert source_digest.__wrapped__(root) != before
+
+
+def test_changed_sources_never_read_back_stale_results(tmp_path, monkeypatch):
+    import rramlib.cache as cache_module
+
+    cache = Cache(tmp_path)
+    compute, calls = counting({"accuracy": 0.5})
+    cache.get_or_compute("sweep", {"a": 1}, compute)
+    cache.get_or_compute("sweep", {"a": 1}, compute)
+    assert len(calls) == 1
+    monkeypatch.setattr(cache_module, "source_digest", lambda: "another version of the code")
+    cache.get_or_compute("sweep", {"a": 1}, compute)
+    assert len(calls) == 2 and cache.misses == 2
+    assert config_hash({"a": 1}, sources="x") != config_hash({"a": 1}, sources="y")
+
+
+def test_temporary_environ_sets_unsets_and_restores(monkeypatch):
+    import os
+
+    from rramlib.files import temporary_environ
+
+    monkeypatch.setenv("RRAMLIB_T_KEEP", "old")
+    monkeypatch.setenv("RRAMLIB_T_DROP", "there")
+    monkeypatch.delenv("RRAMLIB_T_NEW", raising=False)
+    try:
+        with temporary_environ({"RRAMLIB_T_KEEP": "new", "RRAMLIB_T_NEW": "1"}, remove=("RRAMLIB_T_DROP",)):
+            assert (os.environ["RRAMLIB_T_KEEP"], os.environ["RRAMLIB_T_NEW"]) == ("new", "1")
+            assert "RRAMLIB_T_DROP" not in os.environ
+            raise KeyboardInterrupt  # restored on the way out of an interrupted block too
+    except KeyboardInterrupt:
+        pass
+    assert (os.environ["RRAMLIB_T_KEEP"], os.environ["RRAMLIB_T_DROP"]) == ("old", "there")
+    assert "RRAMLIB_T_NEW" not in os.environ

@@ -79,13 +79,40 @@ def test_every_option_has_help():
         assert action.help, f"option {action.option_strings} has no help"
 
 
-def test_presets_and_profiles_list(capsys):
+def _listing(out: str) -> dict:
+    """``{name: (first doc line, the indented line below it)}`` of a ``rramlib presets|methods|profiles`` listing."""
+    lines = out.strip().splitlines()
+    return {head.split(":", 1)[0]: (head.split(":", 1)[1].strip(), body.strip()) for head, body in zip(lines[::2], lines[1::2])}
+
+
+def test_presets_list_shows_every_preset_with_its_real_defaults(capsys):
+    import ast
+
+    from rramlib.drift import PRESETS, make_drift_model
+
     assert main(["presets"]) == 0
-    out = capsys.readouterr().out
-    assert all(name in out for name in ("relative_gaussian", "ibm_cmo_reram", "ibm_pcm", "measured"))
+    listing = _listing(capsys.readouterr().out)
+    assert list(listing) == list(PRESETS)
+    for name, (doc, defaults) in listing.items():
+        assert defaults.startswith("defaults: ")
+        assert ast.literal_eval(defaults[len("defaults: "):]) == make_drift_model(name).params()
+        assert doc == PRESETS[name].__doc__.strip().splitlines()[0]
+    cmo = ast.literal_eval(listing["ibm_cmo_reram"][1][len("defaults: "):])
+    assert (cmo["g_min"], cmo["g_max"], cmo["drift_scale"]) == (9.0, 88.2, 1.0)  # aihwkit's CMO range
+
+
+def test_profiles_list_matches_the_profiles(capsys):
+    from rramlib.experiments import PROFILES
+
     assert main(["profiles"]) == 0
-    out = capsys.readouterr().out
-    assert all(name in out for name in ("smoke", "quick", "paper"))
+    listing = _listing(capsys.readouterr().out)
+    assert list(listing) == list(PROFILES)
+    for name, (doc, line) in listing.items():
+        p = PROFILES[name]
+        assert doc == p.description
+        assert line == (f"{p.dataset}/{p.model}, {p.train.epochs} epochs, times {','.join(p.times)}, "
+                        f"{p.chips} chips, device {p.device}")
+    assert "5 chips" in listing["quick"][1] and "2 chips" in listing["smoke"][1]
 
 
 def test_sweep_writes_the_promised_records(tmp_path, capsys):
@@ -127,7 +154,14 @@ def test_bad_method_parameters(args, expected, tmp_path, capsys, no_heavy_work):
     assert code == 2 and expected in err and "Traceback" not in err
 
 
-def test_methods_list(capsys):
+def test_methods_list_shows_the_defaults_a_method_is_built_with(capsys):
+    import ast
+
+    from rramlib.compensation import METHODS, make_method
+
     assert main(["methods"]) == 0
-    out = capsys.readouterr().out
-    assert all(name in out for name in ("none", "scale", "bn", "lora", "dora", "vera_plus", "noise_aware", "retrain"))
+    listing = _listing(capsys.readouterr().out)
+    assert list(listing) == list(METHODS)
+    for name, (_, defaults) in listing.items():
+        assert ast.literal_eval(defaults[len("defaults: "):]) == dict(make_method(name).params)
+    assert ast.literal_eval(listing["dora"][1][len("defaults: "):])["budget"] == 0.0234  # the study's 2.34 %

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from fake_cifar import files_checked_by_existence, write_fake_cifar  # noqa: F401 (fixture)
 from rramlib.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -105,31 +106,13 @@ def test_digits_seed_controls_the_split(digits):
 
 
 # ------------------------------------------------------------------------------------------------ CIFAR
-def _write_batch(path, data: np.ndarray, labels: np.ndarray, key: bytes) -> None:
-    with open(path, "wb") as f:
-        pickle.dump({b"data": data.reshape(len(data), -1), key: labels.tolist(), b"batch_label": b"fake"}, f)
+@pytest.fixture(autouse=True)
+def _existence_is_enough(files_checked_by_existence):
+    """Every test here may read the fake CIFAR files (torchvision would check the real files' MD5)."""
 
 
 def _fake_cifar(tmp_path, kind: str, n_train: int = 200, n_test: int = 30, seed: int = 0):
-    """Write a CIFAR-format folder with random images; return (root, x_train, y_train, x_test, y_test)."""
-    rng = np.random.default_rng(seed)
-    classes = 10 if kind == "cifar10" else 100
-    x_tr = rng.integers(0, 256, (n_train, 3, 32, 32), dtype=np.uint8)
-    y_tr = np.arange(n_train) % classes
-    x_te = rng.integers(0, 256, (n_test, 3, 32, 32), dtype=np.uint8)
-    y_te = rng.integers(0, classes, n_test)
-    if kind == "cifar10":
-        folder = tmp_path / "cifar-10-batches-py"
-        folder.mkdir()
-        for b, part in enumerate(np.array_split(np.arange(n_train), 5), start=1):
-            _write_batch(folder / f"data_batch_{b}", x_tr[part], y_tr[part], b"labels")
-        _write_batch(folder / "test_batch", x_te, y_te, b"labels")
-    else:
-        folder = tmp_path / "cifar-100-python"
-        folder.mkdir()
-        _write_batch(folder / "train", x_tr, y_tr, b"fine_labels")
-        _write_batch(folder / "test", x_te, y_te, b"fine_labels")
-    return tmp_path, x_tr, y_tr, x_te, y_te
+    return write_fake_cifar(tmp_path, kind, n_train, n_test, seed)
 
 
 def _norm(x_u8: np.ndarray, mean, std) -> torch.Tensor:
@@ -218,7 +201,8 @@ def test_cifar_corrupt_batch(tmp_path):
     folder.mkdir()
     (folder / "train").write_bytes(b"not a pickle")
     (folder / "test").write_bytes(b"not a pickle")
-    with pytest.raises(RramlibError, match="not a CIFAR python-pickle batch"):
+    (folder / "meta").write_bytes(b"not a pickle either")
+    with pytest.raises(RramlibError, match="does not hold readable CIFAR python-pickle batches"):
         load_dataset("cifar100", tmp_path, n_calib=1)
 
 
@@ -267,8 +251,28 @@ def test_imagefolder_missing_subfolder(tmp_path):
     import shutil
 
     shutil.rmtree(root / "val")
-    with pytest.raises(RramlibError, match="no val/ subfolder"):
+    with pytest.raises(RramlibError, match=r"no val/ \(or test/\) subfolder"):
         load_dataset("imagefolder", root, n_calib=2)
+
+
+def test_imagefolder_test_layout_of_the_cifar_jpeg_folders(tmp_path):
+    """train/<class>/*.jpg and test/<class>/*.jpg (no val/): test/ is the test split, val is carved from train."""
+    from PIL import Image
+
+    root = tmp_path / "cifar-jpeg"
+    for split, n in (("train", 10), ("test", 4)):
+        for k, (cls, rgb) in enumerate(COLOURS.items()):
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (32, 32), rgb).save(d / f"{i:04d}.jpg")
+    s = load_dataset("imagefolder", root, n_calib=2, image_size=32)
+    assert len(s.test) == 8 and len(s.val) + len(s.calib) + len(s.train) == 20
+    assert s.info["classes"] == sorted(COLOURS)
+    x, y = s.test[0]
+    assert x.shape == (3, 32, 32) and y == 0
+    # the JPEG colour survives: the first class is red, the normalised red channel is the largest
+    assert x[0].mean() > x[2].mean()
 
 
 def test_imagefolder_class_mismatch(tmp_path):
@@ -291,13 +295,13 @@ def test_imagefolder_class_mismatch(tmp_path):
         (dict(name="cifar10", root="/no/such/folder"), "does not exist"),
         (dict(name="imagefolder", root="/no/such/folder"), "does not exist"),
         (dict(name="digits", root="/no/such/folder"), "does not exist"),
-        (dict(name="digits", n_calib=0), "n_calib must be a positive integer"),
-        (dict(name="digits", n_calib=-3), "n_calib must be a positive integer"),
-        (dict(name="digits", n_calib=2.5), "n_calib must be a positive integer"),
-        (dict(name="digits", n_calib=True), "n_calib must be a positive integer"),
+        (dict(name="digits", n_calib=0), "n_calib must be an integer"),
+        (dict(name="digits", n_calib=-3), "n_calib must be an integer"),
+        (dict(name="digits", n_calib=2.5), "n_calib must be an integer"),
+        (dict(name="digits", n_calib=True), "n_calib must be an integer"),
         (dict(name="digits", n_calib=10_000), "n_calib=10000 is larger than possible"),
         (dict(name="digits", seed=-1), "seed must be"),
-        (dict(name="cifar10", n_calib=0), "n_calib must be a positive integer"),  # checked before root
+        (dict(name="cifar10", n_calib=0), "n_calib must be an integer"),  # checked before root
     ],
 )
 def test_bad_input_raises(kwargs, pattern):
@@ -309,6 +313,9 @@ def test_bad_input_raises(kwargs, pattern):
 
 def test_imagefolder_without_train_and_val(tmp_path):
     with pytest.raises(RramlibError, match="no train/ subfolder"):
+        load_dataset("imagefolder", tmp_path)
+    (tmp_path / "train").mkdir()
+    with pytest.raises(RramlibError, match=r"no val/ \(or test/\) subfolder"):
         load_dataset("imagefolder", tmp_path)
 
 

@@ -1,4 +1,4 @@
-"""Drift presets (rramlib.drift, DESIGN §3): statistics against the formulas, trajectories, tables, bad input.
+"""Drift presets (rramlib.drift; sources in each preset's docstring): statistics against the formulas, trajectories, tables, bad input.
 
 Statistical checks use N = 200 000 devices at one target conductance and compare the
 empirical mean and standard deviation with the analytical values within K = 5 standard
@@ -80,12 +80,12 @@ def test_relative_gaussian_time_map():
 
 
 # ---------------------------------------------------------------------------- ibm_cmo_reram
-# DESIGN §3 item 2, typed here independently of the module under test
+# aihwkit ReRamCMONoiseModel constants, typed here independently of the module under test
 CMO_PROG = {0.2: (0.00081107, 0.00106879), 2.0: (0.0112185391, 0.01129027418)}
 
 
 def cmo_expected(model, g: float, t: float) -> tuple[float, float]:
-    """Mean and std of the CMO model at t > 0 (DESIGN §3 item 2), by quadrature over the drift normal."""
+    """Mean and std of the CMO model at t > 0 (aihwkit ReRamCMONoiseModel), by quadrature over the drift normal."""
     c0, c1 = CMO_PROG[model.acceptance]
     sigma_prog = model.prog_noise_scale * (c0 + c1 * g)
     te = max(t, 1.0)
@@ -251,7 +251,7 @@ def test_measured_neurram_statistics(t):
 
 
 def test_neurram_golden_values():
-    """Polynomials of DESIGN §3 item 4 (Wan et al. 2022 via aihwkit), hand-evaluated."""
+    """Polynomials of Wan et al. 2022 (via aihwkit ReRamWan2022NoiseModel), hand-evaluated."""
     golden = {  # g_hat -> sigma at 1 s, 1 day, 2 days (µS, g_max = 40)
         0.0: (0.348, 0.701, 0.782),
         0.5: (2.0229375, 3.909, 3.929125),
@@ -447,13 +447,20 @@ def test_params_round_trip_and_json(preset):
     assert (m.g_min, m.g_max, m.kind) == (preset.g_min, preset.g_max, preset.default_mapping)
 
 
-def test_defaults():
-    assert make_drift_model("ibm_cmo_reram").params()["g_min"] == 9.0  # aihwkit SingleDeviceConductanceConverter
-    assert make_drift_model("ibm_cmo_reram").params()["g_max"] == 88.2
-    assert make_drift_model("ibm_cmo_reram").default_mapping == "single"
-    assert (make_drift_model("ibm_pcm").g_min, make_drift_model("ibm_pcm").g_max) == (0.0, 25.0)
-    assert (make_drift_model("measured").g_min, make_drift_model("measured").g_max) == (0.0, 40.0)
-    assert (make_drift_model("relative_gaussian").g_min, make_drift_model("relative_gaussian").g_max) == (0.0, 100.0)
+def test_defaults_follow_their_sources():
+    """Each default range is the one its source's equations are written for (a scale factor of exactly 1)."""
+    from rramlib.drift.ibm_pcm import PROG_G_REF
+    from rramlib.drift.measured import NEURRAM_CSV, NEURRAM_G_REF, DriftTable
+
+    pcm = make_drift_model("ibm_pcm")
+    assert (pcm.g_min, pcm.g_max) == (0.0, PROG_G_REF)  # PCM programming-noise polynomial is fitted at 25 µS
+    measured = make_drift_model("measured")
+    table = DriftTable.from_csv(NEURRAM_CSV)  # the shipped source table
+    assert (measured.g_min, measured.g_max) == (0.0, NEURRAM_G_REF) == (0.0, float(table.g[-1]))
+    # aihwkit's SingleDeviceConductanceConverter defaults (no importable source: aihwkit is not a dependency)
+    cmo = make_drift_model("ibm_cmo_reram")
+    assert (cmo.params()["g_min"], cmo.params()["g_max"], cmo.default_mapping) == (9.0, 88.2, "single")
+    assert make_drift_model("relative_gaussian").g_min == 0.0  # relative drift: G = 0 stays 0
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

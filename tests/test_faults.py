@@ -176,35 +176,33 @@ def test_sensitivity_is_deterministic_and_complete():
     assert len({frozenset(p) for p in picks.values()}) > 1  # the seed picks the entries
 
 
-def test_bad_input_raises():
-    x = torch.ones(3)
+def _enter(context):
+    with context:
+        pass
+
+
+BAD_INPUT = {
+    "unknown format": lambda x, ev, ps: flip_bits(x, 0, 0, "fp64"),
+    "bit past fp32": lambda x, ev, ps: flip_bits(x, 0, 32, "fp32"),
+    "bit past int8": lambda x, ev, ps: flip_bits(x, 0, 8, "int8"),
+    "index past the tensor": lambda x, ev, ps: flip_bits(x, 5, 0, "fp32"),
+    "bit field past fp16": lambda x, ev, ps: bit_field("fp16", 16),
+    "non-integer bit": lambda x, ev, ps: flip_bits(x, 0, 1.5, "fp32"),
+    "negative n_params": lambda x, ev, ps: sensitivity(ev, ps, n_params=-1, seed=0),
+    "unknown sensitivity format": lambda x, ev, ps: sensitivity(ev, ps, "int4", n_params=1, seed=0),
+    "sensitivity bit past fp32": lambda x, ev, ps: sensitivity(ev, ps, n_params=1, bits=[40], seed=0),
+    "negative seed": lambda x, ev, ps: sensitivity(ev, ps, n_params=1, seed=-1),
+    "unknown range check": lambda x, ev, ps: Remedy(range_check="wrap"),
+    "protected bit past fp16": lambda x, ev, ps: _enter(injected([x], [(0, 0, 1)], "fp16", Remedy(protect_bits=(20,)))),
+    "fault in a missing tensor": lambda x, ev, ps: _enter(injected([x], [(1, 0, 1)])),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_raises(case):
     evaluate, params = _toy()
     with pytest.raises(RramlibError):
-        flip_bits(x, 0, 0, "fp64")
-    with pytest.raises(RramlibError):
-        flip_bits(x, 0, 32, "fp32")
-    with pytest.raises(RramlibError):
-        flip_bits(x, 0, 8, "int8")
-    with pytest.raises(RramlibError):
-        flip_bits(x, 5, 0, "fp32")
-    with pytest.raises(RramlibError):
-        bit_field("fp16", 16)
-    with pytest.raises(RramlibError):
-        flip_bits(x, 0, 1.5, "fp32")
-    with pytest.raises(RramlibError):
-        sensitivity(evaluate, params, n_params=-1, seed=0)
-    with pytest.raises(RramlibError):
-        sensitivity(evaluate, params, "int4", n_params=1, seed=0)
-    with pytest.raises(RramlibError):
-        sensitivity(evaluate, params, n_params=1, bits=[40], seed=0)
-    with pytest.raises(RramlibError):
-        Remedy(range_check="wrap")
-    with pytest.raises(RramlibError):
-        with injected([x], [(0, 0, 1)], "fp16", Remedy(protect_bits=(20,))):
-            pass
-    with pytest.raises(RramlibError):
-        with injected([x], [(1, 0, 1)]):
-            pass
+        BAD_INPUT[case](torch.ones(3), evaluate, params)
 
 
 def test_parameters_that_require_grad_work_without_warnings():

@@ -1,4 +1,4 @@
-"""Weights <-> conductances (rramlib.mapping, DESIGN §3 "Mapping")."""
+"""Weights <-> conductances (rramlib.mapping; equations in its module docstring and the book's "Device models")."""
 from __future__ import annotations
 
 import dataclasses
@@ -28,7 +28,7 @@ def _w_max_like(w, w_max):
 @pytest.mark.parametrize("per_channel", [False, True])
 @pytest.mark.parametrize("shape_name", list(SHAPES))
 def test_round_trip_exact_and_in_range(kind, per_channel, shape_name):
-    """to_weight(to_conductance(w)) == w within 1e-6 of w_max; g in [g_min, g_max]; shapes per DESIGN §3."""
+    """to_weight(to_conductance(w)) == w within 1e-6 of w_max; g in [g_min, g_max]; shapes as documented."""
     shape = SHAPES[shape_name]
     w = _weights(shape)
     m = Mapping(G_MIN, G_MAX, kind=kind, per_channel=per_channel)
@@ -53,7 +53,7 @@ def test_round_trip_exact_and_in_range(kind, per_channel, shape_name):
 
 @pytest.mark.parametrize("kind", ["differential", "single"])
 def test_equations(kind):
-    """Hand-checked values of the DESIGN §3 equations (g_min=10, g_max=110, w_max=2)."""
+    """Hand-checked values of the mapping equations (g_min=10, g_max=110, w_max=2)."""
     m = Mapping(10.0, 110.0, kind=kind)
     w = torch.tensor([-2.0, -1.0, 0.0, 0.5, 2.0])
     g, w_max = m.to_conductance(w)
@@ -84,17 +84,17 @@ def test_zero_weights_use_w_max_one(kind, per_channel):
 
 
 @pytest.mark.parametrize("kind", ["differential", "single"])
-@pytest.mark.parametrize("n_levels", [2, 5, 16])
-def test_quantisation(kind, n_levels):
-    """At most n_levels distinct conductances, all on the level grid, error <= half a step."""
+@pytest.mark.parametrize("n_conductance_states", [2, 5, 16])
+def test_quantisation(kind, n_conductance_states):
+    """At most n_conductance_states distinct conductances, all on the grid of states, error <= half a step."""
     w = _weights((32, 16), seed=1)
     exact = Mapping(G_MIN, G_MAX, kind=kind)
-    quant = Mapping(G_MIN, G_MAX, kind=kind, n_levels=n_levels)
+    quant = Mapping(G_MIN, G_MAX, kind=kind, n_conductance_states=n_conductance_states)
     g_exact, w_max = exact.to_conductance(w)
     g_q, w_max_q = quant.to_conductance(w)
     assert torch.equal(w_max, w_max_q)
-    assert g_q.unique().numel() <= n_levels
-    step = (G_MAX - G_MIN) / (n_levels - 1)
+    assert g_q.unique().numel() <= n_conductance_states
+    step = (G_MAX - G_MIN) / (n_conductance_states - 1)
     assert quant.step == pytest.approx(step)
     k = (g_q - G_MIN) / step
     assert torch.allclose(k, k.round(), atol=1e-4)
@@ -103,7 +103,7 @@ def test_quantisation(kind, n_levels):
 
 
 def test_common_shift_cancels_in_differential_not_in_single():
-    """DESIGN §3: a shift common to all conductances cancels in G+ - G-, not in a single device."""
+    """A shift common to all conductances cancels in G+ - G-, not in a single device."""
     w = _weights((8, 4, 3, 3), seed=2)
     delta = 1.5
     diff = Mapping(G_MIN, G_MAX, kind="differential")
@@ -125,12 +125,12 @@ def test_gradient_passes_straight_through():
         assert torch.allclose(w.grad, torch.ones_like(w))
 
 
-def test_for_device_and_frozen():
+def test_for_drift_model_and_frozen():
     class Device:
         g_min, g_max, default_mapping = 9.0, 88.2, "single"
 
-    m = Mapping.for_device(Device(), n_levels=8)
-    assert (m.g_min, m.g_max, m.kind, m.n_levels, m.devices_per_weight) == (9.0, 88.2, "single", 8, 1)
+    m = Mapping.for_drift_model(Device(), n_conductance_states=8)
+    assert (m.g_min, m.g_max, m.kind, m.n_conductance_states, m.devices_per_weight) == (9.0, 88.2, "single", 8, 1)
     with pytest.raises(dataclasses.FrozenInstanceError):
         m.g_min = 1.0  # type: ignore[misc]
 
@@ -143,9 +143,9 @@ def test_for_device_and_frozen():
     {"g_min": "0", "g_max": 10.0},
     {"g_min": True, "g_max": 10.0},
     {"g_min": 0.0, "g_max": 10.0, "kind": "pair"},
-    {"g_min": 0.0, "g_max": 10.0, "n_levels": 1},
-    {"g_min": 0.0, "g_max": 10.0, "n_levels": 2.5},
-    {"g_min": 0.0, "g_max": 10.0, "n_levels": True},
+    {"g_min": 0.0, "g_max": 10.0, "n_conductance_states": 1},
+    {"g_min": 0.0, "g_max": 10.0, "n_conductance_states": 2.5},
+    {"g_min": 0.0, "g_max": 10.0, "n_conductance_states": True},
     {"g_min": 0.0, "g_max": 10.0, "per_channel": 1},
 ])
 def test_bad_mapping_arguments(kwargs):

@@ -99,10 +99,10 @@ def test_same_seed_same_weights_and_global_rng_untouched(name):
     "kwargs, pattern",
     [
         (dict(name="vgg16", num_classes=10), "unknown model 'vgg16'; choose one of: digits_cnn"),
-        (dict(name="resnet20", num_classes=0), "num_classes must be a positive integer"),
-        (dict(name="resnet20", num_classes=10, in_channels=0), "in_channels must be a positive integer"),
+        (dict(name="resnet20", num_classes=0), "num_classes must be an integer >= 1"),
+        (dict(name="resnet20", num_classes=10, in_channels=0), "in_channels must be an integer >= 1"),
         (dict(name="resnet20", num_classes=10, seed=-1), "seed must be"),
-        (dict(name="resnet20", num_classes=10.0), "num_classes must be a positive integer"),
+        (dict(name="resnet20", num_classes=10.0), "num_classes must be an integer"),
     ],
 )
 def test_bad_input_raises(kwargs, pattern):

@@ -41,3 +41,17 @@ def test_readme_names_the_commands_ci_runs():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme and "make test" in ci
+
+
+def test_licence_is_an_spdx_expression():
+    """PEP 639: ``license = "MIT"`` (setuptools warns on the table form and on licence classifiers)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT" and (ROOT / "LICENSE").read_text().startswith("MIT")
+    assert not any(c.startswith("License ::") for c in project.get("classifiers", []))
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["license"] == project["license"]
+
+
+def test_ci_installs_the_browser_for_the_browser_test():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "chromium" in ci and "apt-get install" in ci

@@ -26,6 +26,7 @@ def test_report_writes_numbers_tables_figures_and_provenance(tmp_path):
     assert saved["numbers"]["acc"] == 0.91234 and saved["numbers"]["missing"] is None
     assert saved["tables"]["T9"][1] == {"method": "vera_plus", "accuracy": 0.9}
     assert saved["runtime_s"] > 0 and saved["peak_rss_mb"] > 0 and saved == json.loads(json.dumps(payload))
+    assert 0 < saved["cpu_s"] < saved["runtime_s"] * 4  # at most a few cores busy
     assert (tmp_path / "figures" / "F9_test.png").stat().st_size > 0
     assert (tmp_path / "figures" / "F9_test.pdf").stat().st_size > 0
     assert (tmp_path / "99_test_T9.csv").read_text().startswith("method,accuracy")
@@ -33,8 +34,24 @@ def test_report_writes_numbers_tables_figures_and_provenance(tmp_path):
     assert "99_test" in footer and "preset=ibm_pcm" in footer and "abcdef012345" in footer
     assert str(tmp_path) not in footer  # out_dir (a path) stays out of the footer
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+    import os
+
+    assert saved["machine"]["cores"] == len(os.sched_getaffinity(0))  # the cores this process may use
+    assert saved["machine"]["cpu"] and saved["machine"]["python"].count(".") == 2
 
 
 def test_missing_results_is_a_clear_error(tmp_path):
     with pytest.raises(RramlibError, match="run it first"):
         load_results(tmp_path, "03_comparison")
+
+
+def test_report_imports_provenance_not_the_experiment_stack():
+    """Every notebook imports the report; it must not pull in training, sweeps or torch for provenance."""
+    import subprocess
+    import sys
+
+    code = ("import sys, rramlib.report; "
+            "print(sorted(m for m in ('rramlib.experiments', 'rramlib.train', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -26,8 +26,38 @@ def test_drift_lowers_accuracy_over_ten_years(smoke_result):
     assert mean_accuracy(smoke_result, "1s") > meta["drift_free_accuracy"] - 0.05
 
 
-def test_evaluation_chips_are_disjoint_from_training_chips(smoke_result):
-    assert smoke_result["metadata"]["chip_seeds"] == [EVAL_CHIP_BASE, EVAL_CHIP_BASE + 1]
+def test_evaluation_chips_are_disjoint_from_training_chips(tmp_path, monkeypatch):
+    """Every chip a fit programs lies below EVAL_CHIP_BASE; every chip the evaluation programs lies at or above
+    it (recorded at programming, for a method trained on drifted chips and one re-estimating statistics),
+    and the chip numbers of every profile keep the two ranges apart."""
+    from rramlib.analog import AnalogModel
+    from rramlib.profiles import PROFILES
+
+    programmed = []
+    original = AnalogModel.program
+    monkeypatch.setattr(AnalogModel, "program", lambda self, seed: programmed.append(seed) or original(self, seed))
+    config = SweepConfig(profile="smoke", preset="ibm_pcm", methods=("vera_plus", "bn"), levels=2,
+                         method_params={"vera_plus": {"steps": 4}, "bn": {"batches": 1}})
+    exp = experiments.prepare(config, cache=Cache(tmp_path))
+    for name in config.methods:
+        exp.fit(name, config)
+    fitted, evaluated = list(programmed), []
+    evaluate = experiments._evaluate_chip
+
+    def recording(*args):
+        programmed[:] = []
+        out = evaluate(*args)
+        evaluated.extend(programmed)
+        return out
+
+    monkeypatch.setattr(experiments, "_evaluate_chip", recording)
+    result = run_sweep(config, cache=Cache(tmp_path), progress=False)
+    assert fitted and max(fitted) < EVAL_CHIP_BASE
+    assert set(evaluated) == set(result["metadata"]["chip_seeds"]) and min(evaluated) >= EVAL_CHIP_BASE
+    for profile in PROFILES.values():
+        chips = SweepConfig(profile=profile.name, preset="ibm_pcm").chip_seeds()
+        assert chips == list(range(EVAL_CHIP_BASE, EVAL_CHIP_BASE + profile.chips))
+        assert profile.train_chips < EVAL_CHIP_BASE
 
 
 def test_same_seed_same_numbers_without_cache(smoke_result):

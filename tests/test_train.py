@@ -1,14 +1,12 @@
 """Training (determinism, hook order, reaching the quick-profile accuracy) and evaluation."""
 from __future__ import annotations
 
-import pickle
-
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 from torch.utils.data import Dataset, TensorDataset
 
+from fake_cifar import files_checked_by_existence, write_fake_cifar  # noqa: F401 (fixture)
 from rramlib.data import load_dataset
 from rramlib.errors import RramlibError
 from rramlib.evaluate import accuracy, predict_logits
@@ -122,19 +120,8 @@ def test_noise_injection_hook_changes_training_but_stays_deterministic(digits):
     assert any(not torch.equal(sa[k], sc[k]) for k in sa if sa[k].is_floating_point())
 
 
-def _fake_cifar10(root, n_train=100, n_test=10):
-    rng = np.random.default_rng(0)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir()
-    for name, n in [(f"data_batch_{i}", n_train // 5) for i in range(1, 6)] + [("test_batch", n_test)]:
-        with open(folder / name, "wb") as f:
-            data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-            pickle.dump({b"data": data, b"labels": (np.arange(n) % 10).tolist()}, f)
-    return root
-
-
-def test_augmented_training_is_deterministic(tmp_path):
-    splits = load_dataset("cifar10", _fake_cifar10(tmp_path), n_calib=5)
+def test_augmented_training_is_deterministic(tmp_path, files_checked_by_existence):
+    splits = load_dataset("cifar10", write_fake_cifar(tmp_path, "cifar10", n_train=100, n_test=10)[0], n_calib=5)
     cfg = TrainConfig(epochs=2, batch_size=32)
     a, b = (build_model("resnet20", num_classes=10, seed=0) for _ in range(2))
     train(a, splits, cfg, progress=False)

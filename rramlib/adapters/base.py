@@ -1,9 +1,10 @@
-"""Shared machinery of the adapters: layer wrappers, target selection, named per-level parameter sets.
+"""Shared machinery of the adapters: layer wrappers, target selection, named parameter sets ("adapters").
 
 The layout follows peft's tuners (Mangrulkar et al., https://github.com/huggingface/peft): each adapted
 ``nn.Linear``/``nn.Conv2d`` is replaced in the model by an :class:`AdapterWrapper` that keeps the original
 module as ``base_layer`` and adds a digital correction path; the trainable tensors live in
-``nn.ParameterDict`` objects keyed by a set name, here one set per drift level ("level0", ...).
+``nn.ParameterDict`` objects keyed by the name of a *named adapter* (peft's term: one parameter set of the
+adapter; the compensation methods keep one named adapter per drift level, "level0", ...).
 
 Unlike peft, the adapter tensors are owned by a separate *controller* module (:class:`AdapterController`),
 not by the model: ``model.parameters()`` keeps returning the (frozen) base parameters only, the controller's
@@ -14,7 +15,6 @@ that overwrites ``weight.data`` in place between evaluations is seen immediately
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,63 +24,37 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import RramlibError
+from ..torchutil import eval_mode
 
-__all__ = ["AdapterController", "AdapterWrapper", "find_targets", "derive_seed"]
+__all__ = ["AdapterController", "AdapterWrapper", "find_targets"]
 
 _SUPPORTED = (nn.Linear, nn.Conv2d)
-_LEVEL_NAME = re.compile(r"^[A-Za-z0-9_\-:+]+$")
+_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9_\-:+]+$")
 
 
 # ----------------------------------------------------------------------------------------- validators
-def check_rank(rank: object) -> int:
-    """A rank: a positive Python int (bools rejected)."""
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
-        raise RramlibError(f"rank must be a positive integer, got {rank!r}")
-    return rank
-
-
-def check_seed(seed: object) -> int:
-    """A seed for ``torch.Generator.manual_seed``: an int in [0, 2**64)."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
-        raise RramlibError(f"seed must be an integer in [0, 2**64), got {seed!r}")
-    return seed
-
-
-def check_finite(name: str, value: object) -> float:
-    """A finite real number (bools rejected)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise RramlibError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def check_level_name(name: object) -> str:
-    """Level names become ``nn.ParameterDict`` keys: letters, digits and ``_-:+`` only."""
-    if not isinstance(name, str) or not _LEVEL_NAME.match(name) or hasattr(nn.ParameterDict(), name):
+def check_adapter_name(name: object) -> str:
+    """Adapter names become ``nn.ParameterDict`` keys: letters, digits and ``_-:+`` only."""
+    if not isinstance(name, str) or not _ADAPTER_NAME.match(name) or hasattr(nn.ParameterDict(), name):
         raise RramlibError(
-            f"invalid level name {name!r}: use a non-empty string of letters, digits and '_-:+' "
+            f"invalid adapter name {name!r}: use a non-empty string of letters, digits and '_-:+' "
             "that is not an nn.Module attribute name"
         )
     return name
 
 
-def normalise_levels(levels: object) -> list[str]:
-    """``levels`` as a non-empty list of unique valid names (a single string is one level)."""
-    if isinstance(levels, str):
-        levels = (levels,)
-    if not isinstance(levels, Iterable):
-        raise RramlibError(f"levels must be a sequence of names, got {levels!r}")
-    names = [check_level_name(n) for n in levels]
+def normalise_adapter_names(names: object) -> list[str]:
+    """``names`` as a non-empty list of unique valid adapter names (a single string is one name)."""
+    if isinstance(names, str):
+        names = (names,)
+    if not isinstance(names, Iterable):
+        raise RramlibError(f"adapter_names must be a sequence of names, got {names!r}")
+    names = [check_adapter_name(n) for n in names]
     if not names:
-        raise RramlibError("levels must contain at least one name")
+        raise RramlibError("adapter_names must contain at least one name")
     if len(set(names)) != len(names):
-        raise RramlibError(f"duplicate level names in {names!r}")
+        raise RramlibError(f"duplicate adapter names in {names!r}")
     return names
-
-
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed derived from ``parts`` with SHA-256 (stable across runs, unlike ``hash``)."""
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 # ----------------------------------------------------------------------------------------- targets
@@ -173,25 +147,25 @@ class AdapterWrapper(nn.Module):
 
 # ----------------------------------------------------------------------------------------- controller
 class AdapterController(nn.Module):
-    """Owns the adapter tensors of all wrapped layers and the named per-level parameter sets.
+    """Owns the adapter tensors of all wrapped layers, as named parameter sets ("adapters", as in peft).
 
-    Subclasses create their per-level tensors in ``nn.ParameterDict`` objects keyed by level name
-    (:meth:`_init_level`) and implement the correction path (:meth:`_adapt`), the weight update used by
+    Subclasses create each named adapter's tensors in ``nn.ParameterDict`` objects keyed by adapter name
+    (:meth:`_init_adapter`) and implement the correction path (:meth:`_adapt`), the weight update used by
     :meth:`merge` (:meth:`_merged_weight`) and the per-position MAC count (:meth:`_macs_per_position`).
-    Every ``nn.ParameterDict`` inside the controller is treated as per-level storage.
+    Every ``nn.ParameterDict`` inside the controller is treated as per-adapter storage.
     """
 
     method = "adapter"
 
-    def __init__(self, model: nn.Module, targets: Sequence[str] | None, levels: Iterable[str]):
+    def __init__(self, model: nn.Module, targets: Sequence[str] | None, adapter_names: Iterable[str]):
         super().__init__()
-        names = normalise_levels(levels)
+        names = normalise_adapter_names(adapter_names)
         found = find_targets(model, targets)
         self.target_names: list[str] = [n for n, _ in found]
         self.layer_keys: list[str] = [_layer_key(n) for n in self.target_names]
         self.__dict__["_base_layers"] = [m for _, m in found]
         self.__dict__["_root"] = model
-        self._levels: list[str] = []
+        self._adapter_names: list[str] = []
         self._active: str | None = None
         self._enabled = True
         self._merged_backup: list[torch.Tensor] | None = None
@@ -199,14 +173,14 @@ class AdapterController(nn.Module):
         self._parents: list[tuple[nn.Module, str]] = []
         self._saved_grad_flags: list[tuple[nn.Parameter, bool]] = []
         self._attached = False
-        self._pending_levels = names
+        self._pending_adapters = names
 
     # -- called by subclasses at the end of their __init__, once their dicts exist
     def _attach(self) -> None:
-        for name in self._pending_levels:
-            self.add_level(name)
-        del self._pending_levels
-        self._active = self._levels[0]
+        for name in self._pending_adapters:
+            self.add_adapter(name)
+        del self._pending_adapters
+        self._active = self._adapter_names[0]
         model = self._root
         self._saved_grad_flags = [(p, p.requires_grad) for p in model.parameters()]
         for p in model.parameters():
@@ -220,89 +194,103 @@ class AdapterController(nn.Module):
             self._wrappers.append(wrapper)
         self._attached = True
 
-    # ------------------------------------------------------------------ levels
+    # ------------------------------------------------------------------ named adapters
     @property
-    def levels(self) -> list[str]:
+    def adapter_names(self) -> list[str]:
         """Names of the parameter sets, in the order they were added."""
-        return list(self._levels)
+        return list(self._adapter_names)
 
     @property
-    def active_level(self) -> str:
+    def active_adapter(self) -> str:
         """Name of the set the wrappers use now."""
         return self._active
 
-    def set_level(self, name: str) -> None:
+    def set_adapter(self, name: str) -> None:
         """Make ``name`` the active set."""
-        self._check_level(name)
+        self._check_adapter(name)
         if self.merged:
-            raise RramlibError("adapters are merged into the base weights; call unmerge() before set_level()")
+            raise RramlibError("adapters are merged into the base weights; call unmerge() before set_adapter()")
         self._active = name
 
-    def _check_level(self, name: object) -> str:
-        if not isinstance(name, str) or name not in self._levels:
-            raise RramlibError(f"unknown level {name!r}; known levels: {', '.join(self._levels)}")
+    def _check_adapter(self, name: object) -> str:
+        if not isinstance(name, str) or name not in self._adapter_names:
+            raise RramlibError(f"unknown adapter {name!r}; known adapters: {', '.join(self._adapter_names)}")
         return name
 
-    def add_level(self, name: str, init_from: str | None = None) -> None:
+    def add_adapter(self, name: str, init_from: str | None = None) -> None:
         """Create a new parameter set, freshly initialised or copied from the set ``init_from``."""
-        check_level_name(name)
-        if name in self._levels:
-            raise RramlibError(f"level {name!r} exists already")
+        check_adapter_name(name)
+        if name in self._adapter_names:
+            raise RramlibError(f"adapter {name!r} exists already")
         if init_from is not None:
-            self._check_level(init_from)
-        self._init_level(name)
-        self._levels.append(name)
+            self._check_adapter(init_from)
+        self._init_adapter(name)
+        self._adapter_names.append(name)
         if init_from is not None:
-            self.load_level_state_dict(name, self.level_state_dict(init_from))
+            self.load_adapter_state_dict(name, self.adapter_state_dict(init_from))
 
-    def remove_level(self, name: str) -> None:
+    def delete_adapter(self, name: str) -> None:
         """Delete a parameter set (not the active one)."""
-        self._check_level(name)
+        self._check_adapter(name)
         if name == self._active:
-            raise RramlibError(f"level {name!r} is active; set another level before removing it")
-        for _, pdict in self._level_dicts():
+            raise RramlibError(f"adapter {name!r} is active; set another adapter before deleting it")
+        for _, pdict in self._adapter_dicts():
             del pdict[name]
-        self._levels.remove(name)
+        self._adapter_names.remove(name)
 
-    def _level_dicts(self) -> Iterator[tuple[str, nn.ParameterDict]]:
+    def _adapter_dicts(self) -> Iterator[tuple[str, nn.ParameterDict]]:
         for prefix, mod in self.named_modules():
             if isinstance(mod, nn.ParameterDict):
                 yield prefix, mod
 
-    def level_parameters(self, name: str) -> list[nn.Parameter]:
-        """The trainable tensors of one level (what an optimiser for that level should get)."""
-        self._check_level(name)
-        return [pdict[name] for _, pdict in self._level_dicts()]
+    def adapter_parameters(self, name: str) -> list[nn.Parameter]:
+        """The trainable tensors of one named adapter (what an optimiser for it should get)."""
+        self._check_adapter(name)
+        return [pdict[name] for _, pdict in self._adapter_dicts()]
 
-    def level_state_dict(self, name: str) -> dict[str, torch.Tensor]:
-        """Detached copies of one level's tensors, keyed without the level name (so sets are interchangeable)."""
-        self._check_level(name)
-        return {prefix: pdict[name].detach().clone() for prefix, pdict in self._level_dicts()}
+    def adapter_tensors(self, name: str) -> dict[str, torch.Tensor]:
+        """The live tensors of one named adapter (not copies), keyed ``"<layer>.<tensor>"`` (``"<tensor>"``
+        for a tensor shared across layers): the digital values the adapted network reads when ``name`` is
+        active."""
+        self._check_adapter(name)
+        layer_of = dict(zip(self.layer_keys, self.target_names))
+        out = {}
+        for prefix, pdict in self._adapter_dicts():
+            kind, _, key = prefix.partition(".")
+            out[f"{layer_of[key]}.{kind}" if key else kind] = pdict[name]
+        return out
 
-    def load_level_state_dict(self, name: str, state: dict[str, torch.Tensor]) -> None:
-        """Copy ``state`` (from :meth:`level_state_dict`) into the level ``name``, checking keys and shapes."""
-        self._check_level(name)
+    def adapter_state_dict(self, name: str) -> dict[str, torch.Tensor]:
+        """Detached copies of one adapter's tensors, keyed without its name (so sets are interchangeable)."""
+        self._check_adapter(name)
+        return {prefix: pdict[name].detach().clone() for prefix, pdict in self._adapter_dicts()}
+
+    def load_adapter_state_dict(self, name: str, state: dict[str, torch.Tensor]) -> None:
+        """Copy ``state`` (from :meth:`adapter_state_dict`) into the adapter ``name``, checking keys and shapes."""
+        self._check_adapter(name)
         if not isinstance(state, dict):
-            raise RramlibError(f"level state must be a dict, got {type(state).__name__}")
-        dicts = dict(self._level_dicts())
+            raise RramlibError(f"adapter state must be a dict, got {type(state).__name__}")
+        dicts = dict(self._adapter_dicts())
         if set(state) != set(dicts):
             missing, unexpected = sorted(set(dicts) - set(state)), sorted(set(state) - set(dicts))
-            raise RramlibError(f"level state does not fit this adapter: missing {missing}, unexpected {unexpected}")
+            raise RramlibError(f"adapter state does not fit this controller: missing {missing}, "
+                               f"unexpected {unexpected}")
         with torch.no_grad():
             for prefix, pdict in dicts.items():
                 target, value = pdict[name], state[prefix]
                 if not isinstance(value, torch.Tensor) or value.shape != target.shape:
                     got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-                    raise RramlibError(f"level state entry {prefix!r}: expected shape {tuple(target.shape)}, got {got}")
+                    raise RramlibError(f"adapter state entry {prefix!r}: expected shape {tuple(target.shape)}, "
+                                       f"got {got}")
                 target.copy_(value)
 
     # ------------------------------------------------------------------ storage and compute
-    def values_per_level(self) -> int:
-        """Number of values one level stores (sum of its tensors' sizes)."""
-        return sum(p.numel() for p in self.level_parameters(self._levels[0]))
+    def values_per_adapter(self) -> int:
+        """Number of values one named adapter stores (sum of its tensors' sizes)."""
+        return sum(p.numel() for p in self.adapter_parameters(self._adapter_names[0]))
 
     def shared_values(self) -> int:
-        """Values shared by all levels that must be stored (regenerable tensors count 0)."""
+        """Values shared by all named adapters that must be stored (regenerable tensors count 0)."""
         return 0
 
     def shared_seed_bytes(self) -> int:
@@ -332,10 +320,8 @@ class AdapterController(nn.Module):
             return record
 
         handles = [w.register_forward_hook(hook(i)) for i, w in enumerate(self._wrappers)]
-        modes = [(m, m.training) for m in self._root.modules()]
-        self._root.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), eval_mode(self._root):
                 if isinstance(example_input, dict):
                     self._root(**example_input)
                 elif isinstance(example_input, tuple):
@@ -345,8 +331,6 @@ class AdapterController(nn.Module):
         finally:
             for h in handles:
                 h.remove()
-            for m, flag in modes:
-                m.training = flag
         extra = base = 0
         for i, records in enumerate(calls):
             layer = self._base_layers[i]
@@ -386,11 +370,11 @@ class AdapterController(nn.Module):
 
     @property
     def merged(self) -> bool:
-        """Whether the active level is folded into the base weights (see :meth:`merge`)."""
+        """Whether the active adapter is folded into the base weights (see :meth:`merge`)."""
         return self._merged_backup is not None
 
     def merge(self) -> None:
-        """Fold the active level into the base layers' weights (in place; the wrappers then add nothing).
+        """Fold the active adapter into the base layers' weights (in place; the wrappers then add nothing).
 
         Meant for export/inspection: :meth:`unmerge` restores the exact weights saved at merge time, so a
         drift model must not overwrite the weights while merged.
@@ -453,11 +437,11 @@ class AdapterController(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return (f"layers={len(self.target_names)}, levels={self._levels}, active={self._active!r}, "
+        return (f"layers={len(self.target_names)}, adapter_names={self._adapter_names}, active={self._active!r}, "
                 f"enabled={self._enabled}, merged={self.merged}")
 
     # ------------------------------------------------------------------ subclass hooks
-    def _init_level(self, name: str) -> None:  # pragma: no cover - abstract
+    def _init_adapter(self, name: str) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _adapt(self, index: int, x: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:  # pragma: no cover
@@ -500,6 +484,37 @@ def check_plain_conv(name: str, layer: nn.Module, method: str) -> None:
         if layer.padding_mode != "zeros":
             raise RramlibError(f"{method} cannot adapt {name!r}: padding_mode {layer.padding_mode!r} "
                                "is not supported (zeros only)")
+
+
+def conv1x1_like(layer: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, base_out: torch.Tensor,
+                 where: str) -> torch.Tensor:
+    """Apply the 1×1 kernel ``weight`` with ``layer``'s stride (no padding): the branch VeRA+ uses.
+
+    Raises naming ``where`` when the branch's spatial size differs from the convolution's output.
+    """
+    z = F.conv2d(x, weight, None, layer.stride)
+    if z.shape[-2:] != base_out.shape[-2:]:
+        raise RramlibError(f"1x1 branch of {where} gives spatial size {tuple(z.shape[-2:])} but the convolution "
+                           f"gives {tuple(base_out.shape[-2:])} (kernel/padding do not keep the size); "
+                           "do not target this layer")
+    return z
+
+
+def centre_tap(layer: nn.Conv2d, delta: torch.Tensor, where: str) -> torch.Tensor:
+    """The (out, in) matrix ``delta`` of a 1×1 branch as a kernel of ``layer``'s shape (zero but the centre).
+
+    A 1×1 convolution with the layer's stride samples the input at the centre tap of an odd k×k kernel
+    whose padding is dilation·(k−1)/2; only there can the branch be folded into the kernel.
+    """
+    kernel, pad, dil = layer.kernel_size, layer.padding, layer.dilation
+    ok = (layer.groups == 1 and layer.padding_mode == "zeros" and not isinstance(pad, str)
+          and all(k % 2 == 1 and p == d * (k - 1) // 2 for k, p, d in zip(kernel, pad, dil)))
+    if not ok:
+        raise RramlibError(f"cannot merge the 1x1 branch of {where}: needs an odd kernel, "
+                           "padding = dilation*(kernel-1)/2, groups=1 and zero padding")
+    out = torch.zeros_like(layer.weight, dtype=delta.dtype)
+    out[:, :, kernel[0] // 2, kernel[1] // 2] = delta
+    return out
 
 
 def conv_like(layer: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -8,47 +8,62 @@ layers and calibrates them on the drifted chip.
 As in peft (``peft.tuners.lora.dora``), and as the DoRA paper suggests (§4.3), the norm is computed from the
 CURRENT base weight (here the drifted ``W(t)``) and detached from the gradient graph; the forward is
 ``y = base(x) + (m/‖·‖ − 1) ⊙ (base(x) − bias) + (m/‖·‖) ⊙ B(A x) · s``, so the bias is not rescaled.
-``m`` is set to ``‖W + s·B A‖`` (= ‖W‖ while B = 0) of the weight present when the level is added;
+``m`` is set to ``‖W + s·B A‖`` (= ‖W‖ while B = 0) of the weight present when the adapter is added;
 :meth:`DoRA.reset_magnitude` re-initialises it from the current weight (for calibrating a given drifted chip).
 Magnitude shapes follow peft: (out,) for Linear, (1, out, 1, 1) for Conv2d.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from .lora import LoRA
+from ..errors import RramlibError
+from .lora import LoRA, LoRAConfig
 
-__all__ = ["DoRA", "add_dora"]
+__all__ = ["DoRA", "DoRAConfig", "add_dora"]
+
+
+@dataclass(frozen=True)
+class DoRAConfig(LoRAConfig):
+    """DoRA hyper-parameters: those of LoRA (the magnitude adds none)."""
+
+    owner: ClassVar[str] = "dora"
+
+    def _validate(self) -> None:
+        if self.conv_branch != "peft":
+            raise RramlibError("dora.conv_branch must be 'peft' (DoRA's weight norm needs the full kernel)")
 
 
 class DoRA(LoRA):
     """Controller of DoRA adapters; build it with :func:`add_dora`.
 
-    Per level and layer: ``lora_A``, ``lora_B`` as in :class:`~rramlib.adapters.lora.LoRA` and
-    ``magnitude[layer][level]`` of shape (out,) for Linear or (1, out, 1, 1) for Conv2d.
+    Per adapter and layer: ``lora_A``, ``lora_B`` as in :class:`~rramlib.adapters.lora.LoRA` and
+    ``magnitude[layer][adapter]`` of shape (out,) for Linear or (1, out, 1, 1) for Conv2d.
     """
 
     method = "dora"
+    config_class: ClassVar[type[DoRAConfig]] = DoRAConfig
 
     def _setup_extra(self) -> None:
         self.magnitude = nn.ModuleDict({k: nn.ParameterDict() for k in self.layer_keys})
 
-    def _init_level(self, name: str) -> None:
-        super()._init_level(name)
+    def _init_adapter(self, name: str) -> None:
+        super()._init_adapter(name)
         for index, key in enumerate(self.layer_keys):
             norm = self.weight_norm(index, name, _check=False)
             self.magnitude[key][name] = nn.Parameter(norm.detach().clone())
 
-    def weight_norm(self, index: int, level: str | None = None, *, _check: bool = True) -> torch.Tensor:
+    def weight_norm(self, index: int, adapter: str | None = None, *, _check: bool = True) -> torch.Tensor:
         """‖W + s·B A‖ per output channel from the current base weight, detached, in the magnitude's shape."""
-        level = self._active if level is None else level
+        adapter = self._active if adapter is None else adapter
         if _check:
-            self._check_level(level)
+            self._check_adapter(adapter)
         layer = self._base_layers[index]
-        a, b = self.lora_A[self.layer_keys[index]][level], self.lora_B[self.layer_keys[index]][level]
+        a, b = self.lora_A[self.layer_keys[index]][adapter], self.lora_B[self.layer_keys[index]][adapter]
         lora_weight = torch.mm(b.reshape(b.shape[0], self.rank), a.reshape(self.rank, -1)).reshape(layer.weight.shape)
         weight = layer.weight + self.scaling * lora_weight.detach()
         if isinstance(layer, nn.Conv2d):
@@ -57,19 +72,19 @@ class DoRA(LoRA):
             norm = torch.linalg.norm(weight, dim=1).to(weight.dtype)  # (out,)
         return norm.detach()
 
-    def reset_magnitude(self, level: str | None = None) -> None:
-        """Set ``m`` of ``level`` (default: active) to ``‖W + s·B A‖`` of the current base weights."""
-        level = self._check_level(self._active if level is None else level)
+    def reset_magnitude(self, adapter: str | None = None) -> None:
+        """Set ``m`` of ``adapter`` (default: active) to ``‖W + s·B A‖`` of the current base weights."""
+        adapter = self._check_adapter(self._active if adapter is None else adapter)
         with torch.no_grad():
             for index, key in enumerate(self.layer_keys):
-                self.magnitude[key][level].copy_(self.weight_norm(index, level))
+                self.magnitude[key][adapter].copy_(self.weight_norm(index, adapter))
 
     # ------------------------------------------------------------------ forward
     def _adapt(self, index: int, x: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
         layer = self._base_layers[index]
         magnitude = self.magnitude[self.layer_keys[index]][self._active]
         scale = magnitude / self.weight_norm(index, _check=False)
-        lora_out = self._lora_path(index, x)
+        lora_out = self._lora_path(index, x, base_out)
         base_no_bias = base_out
         if isinstance(layer, nn.Conv2d):
             scale = scale.view(-1, 1, 1)  # broadcasts over (N, C, H, W) and unbatched (C, H, W)
@@ -100,11 +115,12 @@ class DoRA(LoRA):
         return total
 
 
-def add_dora(model: nn.Module, *, targets: Sequence[str] | None = None, rank: int = 4, alpha: float = 8.0,
-             levels: Sequence[str] = ("level0",), seed: int = 0) -> DoRA:
+def add_dora(model: nn.Module, config: DoRAConfig | None = None, *, targets: Sequence[str] | None = None,
+             adapter_names: Sequence[str] = ("level0",), **fields) -> DoRA:
     """Wrap the target layers of ``model`` (in place) with DoRA adapters and return their controller.
 
-    ``targets``: None for every Linear/Conv2d, or a list of qualified module names. All model parameters are
-    frozen (``remove()`` restores their flags); train ``controller.level_parameters(level)``.
+    ``config`` or its fields as keywords (``rank=8``); ``targets``: None for every Linear/Conv2d, or a list of
+    qualified module names. All model parameters are frozen (``remove()`` restores their flags); train
+    ``controller.adapter_parameters(name)``.
     """
-    return DoRA(model, targets=targets, rank=rank, alpha=alpha, seed=seed, levels=levels)
+    return DoRA(model, DoRAConfig.resolve(config, fields), targets=targets, adapter_names=adapter_names)

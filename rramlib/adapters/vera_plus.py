@@ -12,25 +12,46 @@ Conventions fixed here (ours where the study's text is unavailable):
   Kaiming-uniform with bound ``sqrt(6 / fan_in)`` exactly as peft's VeRA (``peft.tuners.vera.model``), with
   shapes (r, in_max) and (out_max, r); layer ℓ uses ``A[:, :in_ℓ]`` and ``B[:out_ℓ, :]``. With
   ``sharing="layer"`` on Linear layers the forward is bit-identical to peft's VeRA with one named adapter per
-  level sharing one ``projection_prng_key``.
+  drift level, all sharing one ``projection_prng_key``.
 * Conv2d: ``A`` acts as a 1×1 convolution C_in→r with the main convolution's stride (no padding), ``B`` as a
   1×1 convolution r→C_out; if the branch's output size differs from the main convolution's, a
   :class:`~rramlib.errors.RramlibError` names the layer.
 * ``λ_b`` starts at 0 (the adapted model equals the base model exactly), ``λ_d`` at ``d_init``.
-* ``sharing="cross"``: one ``λ_b`` of length out_max (layer ℓ uses ``λ_b[:out_ℓ]``) and one ``λ_d`` per level.
+* ``sharing="cross"``: one ``λ_b`` of length out_max (layer ℓ uses ``λ_b[:out_ℓ]``) and one ``λ_d`` per adapter.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import RramlibError, check_choice
-from .base import AdapterController, check_finite, check_rank, check_seed, kaiming_uniform_, layer_dims
+from ..config import Config
+from ..errors import RramlibError, check_choice, check_finite, check_int, check_seed
+from .base import AdapterController, centre_tap, conv1x1_like, kaiming_uniform_, layer_dims
 
-__all__ = ["VeraPlus", "add_vera_plus", "vera_projections"]
+__all__ = ["VeraPlus", "VeraPlusConfig", "add_vera_plus", "vera_projections"]
+
+
+@dataclass(frozen=True)
+class VeraPlusConfig(Config):
+    """VeRA+ hyper-parameters: rank r of the shared projections, vector sharing (``"layer"`` or ``"cross"``),
+    the seed that regenerates A and B (peft's ``projection_prng_key``) and the initial value of λ_d."""
+
+    owner: ClassVar[str] = "vera_plus"
+    rank: int = 16
+    sharing: str = "layer"
+    projection_seed: int = 0
+    d_init: float = 0.1
+
+    def _validate(self) -> None:
+        check_int(f"{self.owner}.rank", self.rank, 1)
+        check_choice(f"{self.owner}.sharing", self.sharing, ("layer", "cross"))
+        check_seed(f"{self.owner}.projection_seed", self.projection_seed)
+        check_finite(f"{self.owner}.d_init", self.d_init)
 
 
 def vera_projections(rank: int, in_max: int, out_max: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,26 +69,25 @@ def vera_projections(rank: int, in_max: int, out_max: int, seed: int) -> tuple[t
 class VeraPlus(AdapterController):
     """Controller of VeRA+ adapters (see the module docstring); build it with :func:`add_vera_plus`.
 
-    Tensors: buffers ``vera_A``, ``vera_B`` (regenerated from the seed, not saved in ``state_dict``); per level
+    Tensors: buffers ``vera_A``, ``vera_B`` (regenerated from the seed, not saved in ``state_dict``); per adapter
     ``lambda_b`` / ``lambda_d`` — with ``sharing="layer"`` in ``nn.ModuleDict`` keyed by layer (dots of the
-    qualified name replaced by ``-``), each an ``nn.ParameterDict`` keyed by level; with ``sharing="cross"``
-    one ``nn.ParameterDict`` keyed by level each.
+    qualified name replaced by ``-``), each an ``nn.ParameterDict`` keyed by adapter; with ``sharing="cross"``
+    one ``nn.ParameterDict`` keyed by adapter each.
     """
 
     method = "vera_plus"
 
-    def __init__(self, model: nn.Module, *, targets: Sequence[str] | None = None, rank: int = 16,
-                 sharing: str = "layer", seed: int = 0, levels: Sequence[str] = ("level0",), d_init: float = 0.1):
-        check_rank(rank)
-        check_choice("sharing", sharing, ("layer", "cross"))
-        check_seed(seed)
-        check_finite("d_init", d_init)
-        super().__init__(model, targets, levels)
-        self.rank, self.sharing, self.seed, self.d_init = rank, sharing, seed, float(d_init)
+    def __init__(self, model: nn.Module, config: VeraPlusConfig | None = None, *,
+                 targets: Sequence[str] | None = None, adapter_names: Sequence[str] = ("level0",)):
+        config = VeraPlusConfig.resolve(config, {})
+        super().__init__(model, targets, adapter_names)
+        self.config = config
+        self.rank, self.sharing, self.seed, self.d_init = (config.rank, config.sharing, config.projection_seed,
+                                                           float(config.d_init))
         dims = [layer_dims(m) for m in self._base_layers]
         self.in_max = max(d[0] for d in dims)
         self.out_max = max(d[1] for d in dims)
-        a, b = vera_projections(rank, self.in_max, self.out_max, seed)
+        a, b = vera_projections(self.rank, self.in_max, self.out_max, self.seed)
         # drawn on the CPU (device-independent values), then placed like the base weights (as peft does)
         first = self._base_layers[0].weight
         dtype = first.dtype if first.is_floating_point() else torch.float32
@@ -75,7 +95,7 @@ class VeraPlus(AdapterController):
         self.register_buffer("vera_A", a, persistent=False)
         self.register_buffer("vera_B", b, persistent=False)
         # saved, so that loading a state_dict made with another seed is refused
-        signed = seed - 2**64 if seed >= 2**63 else seed
+        signed = self.seed - 2**64 if self.seed >= 2**63 else self.seed
         self.register_buffer("projection_seed", torch.tensor(signed, dtype=torch.int64))
         if self.sharing == "layer":
             self.lambda_b = nn.ModuleDict({k: nn.ParameterDict() for k in self.layer_keys})
@@ -85,8 +105,8 @@ class VeraPlus(AdapterController):
             self.lambda_d = nn.ParameterDict()
         self._attach()
 
-    # ------------------------------------------------------------------ levels
-    def _init_level(self, name: str) -> None:
+    # ------------------------------------------------------------------ named adapters
+    def _init_adapter(self, name: str) -> None:
         device, dtype = self.vera_A.device, self.vera_A.dtype
         def d_vector():
             return nn.Parameter(torch.full((self.rank,), self.d_init, device=device, dtype=dtype))
@@ -100,12 +120,12 @@ class VeraPlus(AdapterController):
             self.lambda_b[name] = nn.Parameter(torch.zeros(self.out_max, device=device, dtype=dtype))
             self.lambda_d[name] = d_vector()
 
-    def _lambdas(self, index: int, level: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _lambdas(self, index: int, adapter: str) -> tuple[torch.Tensor, torch.Tensor]:
         if self.sharing == "layer":
             key = self.layer_keys[index]
-            return self.lambda_b[key][level], self.lambda_d[key][level]
+            return self.lambda_b[key][adapter], self.lambda_d[key][adapter]
         out = layer_dims(self._base_layers[index])[1]
-        return self.lambda_b[level][:out], self.lambda_d[level]
+        return self.lambda_b[adapter][:out], self.lambda_d[adapter]
 
     # ------------------------------------------------------------------ forward
     def _adapt(self, index: int, x: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
@@ -115,13 +135,7 @@ class VeraPlus(AdapterController):
             c_in, c_out = layer.in_channels, layer.out_channels
             a = self.vera_A[:, :c_in].reshape(self.rank, c_in, 1, 1)
             b = self.vera_B[:c_out, :].reshape(c_out, self.rank, 1, 1)
-            z = F.conv2d(x, a, None, layer.stride)
-            if z.shape[-2:] != base_out.shape[-2:]:
-                raise RramlibError(
-                    f"VeRA+ 1x1 branch of layer {self.target_names[index]!r} gives spatial size "
-                    f"{tuple(z.shape[-2:])} but the convolution gives {tuple(base_out.shape[-2:])} "
-                    "(kernel/padding do not keep the size); do not target this layer"
-                )
+            z = conv1x1_like(layer, x, a, base_out, f"VeRA+ layer {self.target_names[index]!r}")
             z = lambda_d.view(-1, 1, 1) * z
             return base_out + lambda_b.view(-1, 1, 1) * F.conv2d(z, b)
         # same operations in the same order as peft's VeRA Linear.forward (bit-identical results)
@@ -130,11 +144,11 @@ class VeraPlus(AdapterController):
         sliced_b = self.vera_B[:out_f, :]
         return base_out + lambda_b * F.linear(lambda_d * F.linear(x, sliced_a), sliced_b)
 
-    def delta_weight(self, index: int, level: str | None = None) -> torch.Tensor:
+    def delta_weight(self, index: int, adapter: str | None = None) -> torch.Tensor:
         """ΔW = (λ_b ⊙ B) (λ_d ⊙ A) of one layer, shape (out, in) (for a conv: the 1×1 kernel as a matrix)."""
-        level = self._check_level(self._active if level is None else level)
+        adapter = self._check_adapter(self._active if adapter is None else adapter)
         c_in, c_out = layer_dims(self._base_layers[index])
-        lambda_b, lambda_d = self._lambdas(index, level)
+        lambda_b, lambda_d = self._lambdas(index, adapter)
         return (lambda_b.unsqueeze(-1) * self.vera_B[:c_out, :]) @ (lambda_d.unsqueeze(-1) * self.vera_A[:, :c_in])
 
     def _merged_weight(self, index: int) -> torch.Tensor:
@@ -143,17 +157,7 @@ class VeraPlus(AdapterController):
         weight = layer.weight.detach()
         if isinstance(layer, nn.Linear):
             return weight + delta
-        # a 1x1 conv with the same stride samples the input at the centre tap of a k x k kernel whose
-        # padding is dilation*(k-1)/2 (odd k): there it can be folded into the kernel
-        kernel, pad, dil = layer.kernel_size, layer.padding, layer.dilation
-        ok = (layer.groups == 1 and layer.padding_mode == "zeros" and not isinstance(pad, str)
-              and all(k % 2 == 1 and p == d * (k - 1) // 2 for k, p, d in zip(kernel, pad, dil)))
-        if not ok:
-            raise RramlibError(f"cannot merge the VeRA+ branch of {self.target_names[index]!r}: needs an odd kernel, "
-                               "padding = dilation*(kernel-1)/2, groups=1 and zero padding")
-        merged = weight.clone()
-        merged[:, :, kernel[0] // 2, kernel[1] // 2] += delta
-        return merged
+        return weight + centre_tap(layer, delta, f"VeRA+ layer {self.target_names[index]!r}")
 
     # ------------------------------------------------------------------ storage and compute
     def shared_values(self) -> int:
@@ -181,12 +185,12 @@ class VeraPlus(AdapterController):
                 f"out_max={self.out_max}, " + super().extra_repr())
 
 
-def add_vera_plus(model: nn.Module, *, targets: Sequence[str] | None = None, rank: int = 16, sharing: str = "layer",
-                  seed: int = 0, levels: Sequence[str] = ("level0",), d_init: float = 0.1) -> VeraPlus:
+def add_vera_plus(model: nn.Module, config: VeraPlusConfig | None = None, *, targets: Sequence[str] | None = None,
+                  adapter_names: Sequence[str] = ("level0",), **fields) -> VeraPlus:
     """Wrap the target layers of ``model`` (in place) with VeRA+ adapters and return their controller.
 
-    ``targets``: None for every Linear/Conv2d, or a list of qualified module names. All model parameters are
-    frozen (``remove()`` restores their flags); train ``controller.level_parameters(level)``.
+    ``config`` or its fields as keywords (``rank=8``); ``targets``: None for every Linear/Conv2d, or a list of
+    qualified module names. All model parameters are frozen (``remove()`` restores their flags); train
+    ``controller.adapter_parameters(name)``.
     """
-    return VeraPlus(model, targets=targets, rank=rank, sharing=sharing, seed=seed, levels=levels, d_init=d_init)
-
+    return VeraPlus(model, VeraPlusConfig.resolve(config, fields), targets=targets, adapter_names=adapter_names)

@@ -1,10 +1,12 @@
 """The one API every compensation method follows, and the drift-injected training loop they share.
 
-A method is fitted offline (``fit(ctx)`` returns self; learned state ends in ``_``), on
-training chips whose seeds lie below :data:`~rramlib.experiments.EVAL_CHIP_BASE`.
-Afterwards ``at(seed, t)`` returns the network to evaluate for evaluation chip ``seed``
-at ``t`` seconds after programming: the chip's drifted weights plus the method's digital
-correction for the drift level holding ``t``.
+Life cycle (scikit-learn's conventions): ``make_method(name, **params)`` validates the hyper-parameters in
+the method's config dataclass (``Method.Config``: defaults and checks in one place); ``fit(ctx)`` learns
+offline and returns the method (learned state in attributes ending in ``_``), on training chips
+(:func:`rramlib.seeding.train_chips`), never on evaluation chips, and without changing ``ctx.model``.
+Afterwards ``at(chip, t)`` returns the network to evaluate for evaluation chip ``chip`` at ``t`` seconds
+after programming: the chip's drifted weights plus the method's digital correction for the drift level
+holding ``t``. :meth:`Method.sram_tensors` lists the digital values a fitted method keeps.
 """
 from __future__ import annotations
 
@@ -19,13 +21,21 @@ from torch import nn
 from tqdm import tqdm
 
 from ..analog import AnalogModel
+from ..config import Config
 from ..data import DatasetSplits, as_tensors
 from ..drift import DriftModel
-from ..errors import RramlibError, check_positive, check_type
+from ..errors import RramlibError, check_int, check_positive
 from ..overhead import Storage, base_macs
 from ..schedule import Schedule
+from ..seeding import SCHEME, check_root_seed, generator, train_chips
+from ..torchutil import eval_mode
 
-__all__ = ["FitContext", "Method", "drift_injected_training"]
+__all__ = ["FitContext", "Method", "MethodConfig", "TrainingConfig", "PerLevelAdapterMethod",
+           "drift_injected_training"]
+
+#: Key prefixes in :meth:`Method.sram_tensors`: values used at every drift level, and data kept on the chip
+#: for calibrating it in the field (which the network itself does not read).
+SHARED, CALIBRATION = "shared", "calibration"
 
 
 @dataclass
@@ -38,17 +48,21 @@ class FitContext:
     schedule: Schedule
     mapping: str | None = None
     per_channel: bool = False
-    n_levels: int | None = None
+    n_conductance_states: int | None = None
     train_chips: int = 8
     seed: int = 0
     device: str = "cpu"
     progress: bool = False
     _train_tensors: tuple | None = field(default=None, repr=False)
 
+    def __post_init__(self):
+        train_chips(self.train_chips)  # validates: the training chips stay below the evaluation chips
+
     def analog(self, model: nn.Module | None = None, seed: int = 0) -> AnalogModel:
         """A chip programmed with ``model`` (default: the software model) and this context's device model."""
         return AnalogModel(model if model is not None else self.model, self.drift, seed=seed,
-                           mapping=self.mapping, per_channel=self.per_channel, n_levels=self.n_levels)
+                           mapping=self.mapping, per_channel=self.per_channel,
+                           n_conductance_states=self.n_conductance_states)
 
     def train_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._train_tensors is None:
@@ -60,31 +74,49 @@ class FitContext:
         return self.train_tensors()[0][:1]
 
 
+@dataclass(frozen=True)
+class MethodConfig(Config):
+    """Base of the per-method hyper-parameter dataclasses (a method without hyper-parameters uses it as is)."""
+
+
+@dataclass(frozen=True)
+class TrainingConfig(MethodConfig):
+    """Hyper-parameters of :func:`drift_injected_training` (shared by the methods trained with it)."""
+
+    steps: int = 300
+    lr: float = 5e-3
+    batch_size: int = 64
+    kd_weight: float = 0.0
+    seed: int = 0
+
+    def _validate(self) -> None:
+        check_int(f"{self.owner}.steps", self.steps, 1)
+        check_positive(f"{self.owner}.lr", self.lr)
+        check_int(f"{self.owner}.batch_size", self.batch_size, 1)
+        check_positive(f"{self.owner}.kd_weight", self.kd_weight, allow_zero=True)
+        check_root_seed(self.seed, f"{self.owner}.seed")
+
+
 class Method(abc.ABC):
     """Base of all compensation methods (see the module docstring for the life cycle)."""
 
     name: ClassVar[str]
-    #: Hyper-parameters with defaults; subclasses extend it. Values are validated in ``__init__``.
-    defaults: ClassVar[dict] = {}
-    _POSITIVE = {"steps", "lr", "batch_size", "rank", "epochs", "batches", "n_samples", "budget", "n_probe",
-                 "alpha", "sensitivity_chips"}
-    _NON_NEGATIVE = {"kd_weight", "finetune_steps"}
+    #: The hyper-parameter dataclass; ``make_method(name, **params)`` builds it from ``params``.
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
 
-    def __init__(self, **params):
-        unknown = set(params) - set(self.defaults)
-        if unknown:
-            raise RramlibError(f"unknown parameter(s) {sorted(unknown)} for method {self.name!r}; "
-                               f"known: {sorted(self.defaults)}")
-        self.params = {**self.defaults, **params}
-        for key, default in self.defaults.items():
-            if default is not None and not isinstance(default, bool) and isinstance(default, (int, float)):
-                value = self.params[key]
-                check_type(f"{self.name}.{key}", value, (int, float) if isinstance(default, float) else int)
-        for key in self._POSITIVE & set(self.params):
-            check_positive(f"{self.name}.{key}", self.params[key])
-        for key in self._NON_NEGATIVE & set(self.params):
-            check_positive(f"{self.name}.{key}", self.params[key], allow_zero=True)
+    def __init__(self, config: MethodConfig | None = None, **params):
+        self.hparams = self.Config.resolve(config, params)
         self.analog_: AnalogModel | None = None
+
+    @property
+    def params(self) -> dict:
+        """The hyper-parameters by name (a fresh dict)."""
+        return self.hparams.as_dict()
+
+    @classmethod
+    def default_params(cls) -> dict:
+        """The hyper-parameters' defaults by name."""
+        return cls.Config().as_dict()
 
     # -------------------------------------------------------------- to implement
     @abc.abstractmethod
@@ -105,6 +137,10 @@ class Method(abc.ABC):
     def storage(self) -> Storage:
         """Values this method keeps in digital memory."""
 
+    def _sram_tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors behind :meth:`storage`, keyed ``"<drift level>/<name>"`` or ``"shared/<name>"``."""
+        return {}
+
     def extra_macs(self, example: torch.Tensor) -> int:
         """Extra multiply-accumulates of one inference (default: none)."""
         return 0
@@ -114,23 +150,47 @@ class Method(abc.ABC):
 
     # -------------------------------------------------------------- common
     def fit(self, ctx: FitContext) -> Method:
+        """Learn offline (:meth:`setup` then :meth:`train`); ``ctx.model`` is left as it was. Returns self."""
         self.setup(ctx)
         self.train(ctx)
         return self
 
     def config(self) -> dict:
-        """Method name and hyper-parameters (part of cache keys)."""
-        return {"method": self.name, **self.params}
+        """Method name, hyper-parameters and seeding scheme (part of cache keys)."""
+        return {"method": self.name, **self.params, "seeding": SCHEME}
 
-    def at(self, seed: int, t: float) -> nn.Module:
-        """The network to evaluate for evaluation chip ``seed`` at ``t`` seconds."""
+    def _check_fitted(self) -> None:
         if self.analog_ is None:
             raise RramlibError(f"method {self.name!r} is not fitted; call fit(ctx) first")
+
+    def at(self, seed: int, t: float) -> nn.Module:
+        """The network to evaluate for evaluation chip ``seed`` at ``t`` seconds after programming.
+
+        Returns the method's own network (``self.analog_.model``): the same module at every call, its
+        weights overwritten in place by the next ``at`` call; copy it to keep two chips or times at once.
+        """
+        self._check_fitted()
         if self.analog_.seed != seed:
             self.analog_.program(seed)
         model = self.analog_.at(t)
         self.select(t)
         return model
+
+    def sram_tensors(self, t: float | None = None) -> dict[str, torch.Tensor]:
+        """The digital values the fitted method keeps (live tensors, not copies).
+
+        Keys are ``"<drift level>/<name>"`` for values kept per drift level, ``"shared/<name>"`` for values
+        used at every level and ``"calibration/<name>"`` for data an online method keeps to calibrate the chip;
+        with ``t`` given, only the values the network reads at ``t`` seconds. The element count of all of them
+        equals ``storage().total_values``. Writing into a tensor changes what the network computes once its
+        level is active (e.g. to inject faults).
+        """
+        self._check_fitted()
+        tensors = self._sram_tensors()
+        if t is None:
+            return tensors
+        keep = {SHARED, self.schedule_.name_of(t)} if hasattr(self, "schedule_") else {SHARED}
+        return {k: v for k, v in tensors.items() if k.split("/", 1)[0] in keep}
 
     def macs_ratio(self, example: torch.Tensor) -> float:
         """Extra MACs as a fraction of the base network's MACs."""
@@ -142,103 +202,106 @@ def drift_injected_training(
     analog: AnalogModel,
     parameters: list[nn.Parameter],
     level: int,
+    generator: torch.Generator,
     *,
     steps: int,
     lr: float,
     batch_size: int = 64,
     kd_weight: float = 0.0,
     kd_temperature: float = 4.0,
-    seed: int = 0,
     desc: str = "train",
 ) -> list[float]:
     """Train ``parameters`` on chips drifted to times drawn from window ``level`` of the schedule.
 
-    Every step programs a training chip (seed drawn from ``range(ctx.train_chips)``, disjoint from the
-    evaluation chips), drifts it to a time drawn log-uniformly from the level's window, and takes one Adam
-    step on cross-entropy, plus ``kd_weight`` times the distillation loss (KL divergence at temperature
-    ``kd_temperature``, Hinton et al. 2015) towards the drift-free model. Base weights stay frozen; the
-    network stays in eval mode (BatchNorm statistics fixed). Returns the loss per step.
+    Every step programs a training chip (drawn from :func:`~rramlib.seeding.train_chips`, disjoint from
+    the evaluation chips), drifts it to a time drawn log-uniformly from the level's window, and takes one
+    Adam step on cross-entropy, plus ``kd_weight`` times the distillation loss (KL divergence at
+    temperature ``kd_temperature``, Hinton et al. 2015) towards the drift-free model. All randomness comes
+    from ``generator``. Base weights stay frozen; the network stays in eval mode (BatchNorm statistics
+    fixed); ``ctx.model`` (the teacher) keeps its training flags. Returns the loss per step.
     """
-    check_positive("steps", steps)
+    check_int("steps", steps, 1)
     check_positive("lr", lr)
     if not parameters:
         raise RramlibError("nothing to train")
-    gen = torch.Generator().manual_seed(seed)
     x, y = ctx.train_tensors()
-    times = ctx.schedule.sample_times(level, steps, gen)
-    chips = torch.randint(ctx.train_chips, (steps,), generator=gen).tolist()
-    teacher = ctx.model.eval() if kd_weight > 0 else None
+    times = ctx.schedule.sample_times(level, steps, generator)
+    chip_numbers = train_chips(ctx.train_chips)
+    chips = [chip_numbers[i] for i in torch.randint(len(chip_numbers), (steps,), generator=generator).tolist()]
     optimizer = torch.optim.Adam(parameters, lr=lr)
     analog.model.eval()
     losses = []
-    for t, chip in tqdm(list(zip(times, chips)), desc=desc, disable=not ctx.progress, leave=False):
-        if analog.seed != chip:
-            analog.program(chip)
-        model = analog.at(t)
-        idx = torch.randint(len(y), (batch_size,), generator=gen).to(y.device)
-        logits = model(x[idx])
-        loss = F.cross_entropy(logits, y[idx])
-        if teacher is not None:
-            with torch.no_grad():
-                target = F.log_softmax(teacher(x[idx]) / kd_temperature, dim=1)
-            kd = F.kl_div(F.log_softmax(logits / kd_temperature, dim=1), target, log_target=True,
-                          reduction="batchmean") * kd_temperature**2
-            loss = loss + kd_weight * kd
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        if not math.isfinite(losses[-1]):
-            raise RramlibError(f"{desc}: loss became {losses[-1]} at step {len(losses)}; lower the learning rate")
+    with eval_mode(ctx.model):
+        for t, chip in tqdm(list(zip(times, chips)), desc=desc, disable=not ctx.progress, leave=False):
+            if analog.seed != chip:
+                analog.program(chip)
+            model = analog.at(t)
+            idx = torch.randint(len(y), (batch_size,), generator=generator).to(y.device)
+            logits = model(x[idx])
+            loss = F.cross_entropy(logits, y[idx])
+            if kd_weight > 0:
+                with torch.no_grad():
+                    target = F.log_softmax(ctx.model(x[idx]) / kd_temperature, dim=1)
+                kd = F.kl_div(F.log_softmax(logits / kd_temperature, dim=1), target, log_target=True,
+                              reduction="batchmean") * kd_temperature**2
+                loss = loss + kd_weight * kd
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            if not math.isfinite(losses[-1]):
+                raise RramlibError(f"{desc}: loss became {losses[-1]} at step {len(losses)}; lower the learning rate")
     return losses
 
 
 class PerLevelAdapterMethod(Method):
-    """A method made of adapters with one parameter set per drift level (VeRA+, LoRA).
+    """A method made of adapters with one named adapter (parameter set) per drift level (VeRA+, LoRA).
 
-    Subclasses give ``adapter_params`` (names of ``defaults`` passed to the adapter factory) and
-    :meth:`add_adapters`. Training follows :func:`drift_injected_training`, one level after the other.
+    Subclasses give ``Config`` (a :class:`TrainingConfig` that also derives from the adapter's config)
+    and :meth:`add_adapters`. Training follows :func:`drift_injected_training`, one level after the other,
+    level ``k`` drawing from the stream ``(seed, "adapter_training", k)``.
     """
 
-    adapter_params: ClassVar[tuple[str, ...]] = ()
-    training_defaults: ClassVar[dict] = {"steps": 300, "lr": 5e-3, "batch_size": 64, "kd_weight": 0.0,
-                                         "seed": 0}
+    Config: ClassVar[type[TrainingConfig]] = TrainingConfig
 
     @abc.abstractmethod
-    def add_adapters(self, model: nn.Module, levels: list[str], **params):
-        """Wrap ``model``'s RRAM layers; return the adapter controller."""
+    def add_adapters(self, model: nn.Module, adapter_names: list[str]):
+        """Wrap ``model``'s RRAM layers with one named adapter per name; return the adapter controller."""
 
     def setup(self, ctx: FitContext) -> None:
         self.analog_ = ctx.analog()
         self.schedule_ = ctx.schedule
-        self.adapters_ = self.add_adapters(self.analog_.model, ctx.schedule.names,
-                                           **{k: self.params[k] for k in self.adapter_params})
+        self.adapters_ = self.add_adapters(self.analog_.model, ctx.schedule.names)
         self.adapters_.to(next(self.analog_.model.parameters()).device)
 
     def train(self, ctx: FitContext) -> None:
-        p = self.params
+        p = self.hparams
         self.losses_ = {}
         for level, name in enumerate(ctx.schedule.names):
-            self.adapters_.set_level(name)
+            self.adapters_.set_adapter(name)
             self.losses_[name] = drift_injected_training(
-                ctx, self.analog_, self.adapters_.level_parameters(name), level, steps=p["steps"], lr=p["lr"],
-                batch_size=p["batch_size"], kd_weight=p["kd_weight"], seed=p["seed"] * 1000 + level,
-                desc=f"{self.name} {name}")
+                ctx, self.analog_, self.adapters_.adapter_parameters(name), level,
+                generator(p.seed, "adapter_training", level), steps=p.steps, lr=p.lr, batch_size=p.batch_size,
+                kd_weight=p.kd_weight, desc=f"{self.name} {name}")
 
     def select(self, t: float) -> None:
-        self.adapters_.set_level(self.schedule_.name_of(t))
+        self.adapters_.set_adapter(self.schedule_.name_of(t))
 
     def state_dict(self) -> dict:
-        return {name: {k: v.detach().cpu() for k, v in self.adapters_.level_state_dict(name).items()}
-                for name in self.adapters_.levels}
+        return {name: {k: v.detach().cpu() for k, v in self.adapters_.adapter_state_dict(name).items()}
+                for name in self.adapters_.adapter_names}
 
     def load_state_dict(self, state: dict) -> None:
         for name, sd in state.items():
-            self.adapters_.load_level_state_dict(name, sd)
+            self.adapters_.load_adapter_state_dict(name, sd)
 
     def storage(self) -> Storage:
-        return Storage(values_per_level=self.adapters_.values_per_level(), levels=self.schedule_.num_levels,
+        return Storage(values_per_level=self.adapters_.values_per_adapter(), levels=self.schedule_.num_levels,
                        shared_values=self.adapters_.shared_values(), seed_bytes=self.adapters_.shared_seed_bytes())
+
+    def _sram_tensors(self) -> dict[str, torch.Tensor]:
+        return {f"{name}/{k}": v for name in self.adapters_.adapter_names
+                for k, v in self.adapters_.adapter_tensors(name).items()}
 
     def extra_macs(self, example: torch.Tensor) -> int:
         return self.adapters_.extra_macs(example[:1])

@@ -16,19 +16,27 @@ calibration samples, 2.34 % of ResNet-50's parameters; the rest are our choices)
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..adapters import add_dora
+from ..adapters import DoRAConfig, add_dora
 from ..data import as_tensors
-from ..errors import RramlibError, check_positive
+from ..errors import RramlibError, check_int, check_positive
 from ..models import count_parameters
 from ..overhead import Storage
+from ..seeding import check_root_seed, train_chips
 from ..times import parse_time
-from .base import FitContext, Method
+from ..torchutil import eval_mode
+from .base import CALIBRATION, SHARED, FitContext, Method, MethodConfig
 
-LEVEL = "calib"
+__all__ = ["DoRACalibration", "DoRACalibrationConfig", "dora_values"]
+
+#: name of the single DoRA parameter set (calibrated anew for every chip and time)
+ADAPTER = "calib"
 
 
 def dora_values(layer: nn.Module, rank: int) -> int:
@@ -37,60 +45,110 @@ def dora_values(layer: nn.Module, rank: int) -> int:
     return rank * layer.weight[0].numel() + out * rank + out
 
 
-class DoRACalibration(Method):
-    name = "dora"
-    defaults = {"n_samples": 10, "budget": 0.0234, "rank": 4, "alpha": 8.0, "steps": 100, "lr": 5e-3,
-                "sensitivity_time": "1y", "sensitivity_chips": 2, "seed": 0}
+@dataclass(frozen=True)
+class DoRACalibrationConfig(MethodConfig):
+    """Calibration on ``n_samples`` images, ``steps`` Adam steps per layer at ``lr``; DoRA rank and α (seed:
+    A's initialisation); layers chosen within ``budget`` (fraction of the model's parameters) by the logit MSE
+    each causes alone at ``sensitivity_time`` on ``sensitivity_chips`` training chips."""
 
-    def __init__(self, **params):
-        super().__init__(**params)
-        check_positive("dora.n_samples", self.params["n_samples"])
-        check_positive("dora.budget", self.params["budget"])
-        parse_time(self.params["sensitivity_time"])
+    owner: ClassVar[str] = "dora"
+    n_samples: int = 10
+    budget: float = 0.0234
+    rank: int = DoRAConfig.rank
+    alpha: float = DoRAConfig.alpha
+    steps: int = 100
+    lr: float = 5e-3
+    sensitivity_time: str = "1y"
+    sensitivity_chips: int = 2
+    seed: int = DoRAConfig.init_seed
+
+    def _validate(self) -> None:
+        check_int("dora.n_samples", self.n_samples, 1)
+        check_positive("dora.budget", self.budget)
+        check_int("dora.steps", self.steps, 1)
+        check_positive("dora.lr", self.lr)
+        parse_time(self.sensitivity_time)
+        check_int("dora.sensitivity_chips", self.sensitivity_chips, 1)
+        check_root_seed(self.seed, "dora.seed")
+        self.adapter_config()  # rank and alpha
+
+    def adapter_config(self) -> DoRAConfig:
+        return DoRAConfig(rank=self.rank, alpha=self.alpha, init_seed=self.seed)
+
+
+class DoRACalibration(Method):
+    """Offline: rank layers and add DoRA adapters; in the field, :meth:`at` calibrates each chip (trains)."""
+
+    name = "dora"
+    Config = DoRACalibrationConfig
 
     def setup(self, ctx: FitContext) -> None:
+        p = self.hparams
         x, _ = as_tensors(ctx.splits.calib)
-        n = self.params["n_samples"]
-        if n > len(x):
-            raise RramlibError(f"dora.n_samples={n} but the calibration split holds only {len(x)} images")
-        self._x = x[:n].to(ctx.device)
-        self._teacher = ctx.model.eval()
+        if p.n_samples > len(x):
+            raise RramlibError(f"dora.n_samples={p.n_samples} but the calibration split holds only {len(x)} images")
+        self.calib_inputs_ = x[:p.n_samples].to(ctx.device)
+        self.teacher_ = ctx.model
         self.analog_ = ctx.analog(seed=0)
         self.total_parameters_ = count_parameters(ctx.model)
-        self.sensitivity_ = self._rank_layers(ctx)
-        budget = self.params["budget"] * self.total_parameters_
+        self.sensitivity_ = self._rank_layers()
+        budget = p.budget * self.total_parameters_
         modules = dict(zip(self.analog_.layer_names, self.analog_.layer_modules))
         chosen, used = [], 0
         for name in sorted(self.sensitivity_, key=self.sensitivity_.get, reverse=True):
-            cost = dora_values(modules[name], self.params["rank"])
+            cost = dora_values(modules[name], p.rank)
             if used + cost <= budget:
                 chosen.append(name)
                 used += cost
         if not chosen:
             raise RramlibError(f"no layer fits the DoRA budget of {budget:.0f} parameters "
-                               f"({self.params['budget']:.2%}); raise dora.budget or lower dora.rank")
+                               f"({p.budget:.2%}); raise dora.budget or lower dora.rank")
         self.layers_ = [n for n in self.analog_.layer_names if n in chosen]  # network order
-        self.adapters_ = add_dora(self.analog_.model, targets=self.layers_, rank=self.params["rank"],
-                                  alpha=self.params["alpha"], levels=(LEVEL,), seed=self.params["seed"])
-        self._initial = {k: v.clone() for k, v in self.adapters_.level_state_dict(LEVEL).items()}
+        self.targets_ = self._teacher_features()
+        self.adapters_ = add_dora(self.analog_.model, p.adapter_config(), targets=self.layers_,
+                                  adapter_names=(ADAPTER,))
+        self._initial = self.adapters_.adapter_state_dict(ADAPTER)
 
     @torch.no_grad()
-    def _rank_layers(self, ctx: FitContext) -> dict[str, float]:
+    def _rank_layers(self) -> dict[str, float]:
         """Logit MSE when only one layer drifts, averaged over training chips."""
-        t = parse_time(self.params["sensitivity_time"])
-        reference = self._teacher(self._x)
+        p = self.hparams
+        t = parse_time(p.sensitivity_time)
+        with eval_mode(self.teacher_):
+            reference = self.teacher_(self.calib_inputs_)
         scores = dict.fromkeys(self.analog_.layer_names, 0.0)
-        for chip in range(self.params["sensitivity_chips"]):
+        for chip in train_chips(p.sensitivity_chips):
             self.analog_.program(chip)
             drifted = dict(self.analog_.weights_at(t))
             for name, module in zip(self.analog_.layer_names, self.analog_.layer_modules):
                 self.analog_.drift_free()
                 module.weight.copy_(drifted[name])
-                scores[name] += float(F.mse_loss(self.analog_.model(self._x), reference))
+                scores[name] += float(F.mse_loss(self.analog_.model(self.calib_inputs_), reference))
         self.analog_.drift_free()
-        return {k: v / self.params["sensitivity_chips"] for k, v in scores.items()}
+        return {k: v / p.sensitivity_chips for k, v in scores.items()}
+
+    @torch.no_grad()
+    def _teacher_features(self) -> dict[str, torch.Tensor]:
+        """The drift-free model's output of every adapted layer on the calibration inputs (the KD targets)."""
+        modules = dict(self.teacher_.named_modules())
+        targets = {}
+        handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: targets.__setitem__(n, o.detach()))
+                   for n in self.layers_]
+        try:
+            with eval_mode(self.teacher_):
+                self.teacher_(self.calib_inputs_)
+        finally:
+            for h in handles:
+                h.remove()
+        return targets
 
     def at(self, seed: int, t: float) -> nn.Module:
+        """Chip ``seed`` at ``t`` seconds, **calibrated**: this trains (:meth:`calibrate`) at every call.
+
+        The DoRA parameters are reset and trained on this chip's drifted weights, so the result depends
+        only on (chip, t). Returns the method's own network, shared between calls (see :meth:`Method.at`).
+        """
+        self._check_fitted()
         if self.analog_.seed != seed:
             self.analog_.program(seed)
         model = self.analog_.at(t)
@@ -100,26 +158,19 @@ class DoRACalibration(Method):
     @torch.enable_grad()
     def calibrate(self) -> None:
         """Reset the DoRA parameters on the current chip and train them layer by layer (feature KD)."""
-        self.adapters_.load_level_state_dict(LEVEL, self._initial)
-        self.adapters_.reset_magnitude(LEVEL)
-        teacher_modules = dict(self._teacher.named_modules())
+        p = self.hparams
+        self.adapters_.load_adapter_state_dict(ADAPTER, self._initial)
+        self.adapters_.reset_magnitude(ADAPTER)
         student_modules = dict(self.analog_.model.named_modules())
-        with torch.no_grad():
-            targets = {}
-            handles = [teacher_modules[n].register_forward_hook(
-                lambda m, i, o, n=n: targets.__setitem__(n, o)) for n in self.layers_]
-            self._teacher(self._x)
-            for h in handles:
-                h.remove()
         params_by_layer = self._params_by_layer()
         for name in self.layers_:
             captured = {}
             handle = student_modules[name].register_forward_hook(lambda m, i, o: captured.__setitem__("y", o))
-            optimizer = torch.optim.Adam(params_by_layer[name], lr=self.params["lr"])
+            optimizer = torch.optim.Adam(params_by_layer[name], lr=p.lr)
             try:
-                for _ in range(self.params["steps"]):
-                    self.analog_.model(self._x)
-                    loss = F.mse_loss(captured["y"], targets[name])
+                for _ in range(p.steps):
+                    self.analog_.model(self.calib_inputs_)
+                    loss = F.mse_loss(captured["y"], self.targets_[name])
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -129,19 +180,29 @@ class DoRACalibration(Method):
     def _params_by_layer(self) -> dict[str, list[nn.Parameter]]:
         out = {}
         for name, key in zip(self.adapters_.target_names, self.adapters_.layer_keys):
-            out[name] = [self.adapters_.lora_A[key][LEVEL], self.adapters_.lora_B[key][LEVEL],
-                         self.adapters_.magnitude[key][LEVEL]]
+            out[name] = [self.adapters_.lora_A[key][ADAPTER], self.adapters_.lora_B[key][ADAPTER],
+                         self.adapters_.magnitude[key][ADAPTER]]
         return out
 
     def state_dict(self) -> dict:
         return {"sensitivity": self.sensitivity_, "layers": self.layers_}
 
     def storage(self) -> Storage:
-        return Storage(values_per_level=self.adapters_.values_per_level(), levels=1)
+        """The DoRA parameters of the calibrated chip, plus what calibrating in the field needs on every chip:
+        the calibration inputs and the drift-free model's outputs of the adapted layers (the KD targets)."""
+        calibration = self.calib_inputs_.numel() + sum(t.numel() for t in self.targets_.values())
+        return Storage(values_per_level=self.adapters_.values_per_adapter(), levels=1,
+                       calibration_values=calibration, online=True)
+
+    def _sram_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {f"{SHARED}/{k}": v for k, v in self.adapters_.adapter_tensors(ADAPTER).items()}
+        tensors[f"{CALIBRATION}/inputs"] = self.calib_inputs_
+        tensors.update({f"{CALIBRATION}/{name}.target": t for name, t in self.targets_.items()})
+        return tensors
 
     def extra_macs(self, example: torch.Tensor) -> int:
         return self.adapters_.extra_macs(example[:1])
 
     def fraction_updated(self) -> float:
         """Share of the model's parameters that calibration trains (the study's "% of parameters")."""
-        return self.adapters_.values_per_level() / self.total_parameters_
+        return self.adapters_.values_per_adapter() / self.total_parameters_

@@ -5,14 +5,26 @@ as VeRA+, but every level stores its own A and B matrices (Hu et al., ICLR 2022)
 """
 from __future__ import annotations
 
-from ..adapters import add_lora
-from .base import PerLevelAdapterMethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..adapters import LoRAConfig, add_lora
+from .base import PerLevelAdapterMethod, TrainingConfig
+
+__all__ = ["LoRAMethod", "LoRAMethodConfig"]
+
+
+@dataclass(frozen=True)
+class LoRAMethodConfig(LoRAConfig, TrainingConfig):
+    """LoRA's adapter hyper-parameters (:class:`~rramlib.adapters.LoRAConfig`) and its training's."""
+
+    owner: ClassVar[str] = "lora"
+    lr: float = 2e-3
 
 
 class LoRAMethod(PerLevelAdapterMethod):
     name = "lora"
-    adapter_params = ("rank", "alpha", "init_seed")
-    defaults = {"rank": 4, "alpha": 8.0, "init_seed": 0, **PerLevelAdapterMethod.training_defaults, "lr": 2e-3}
+    Config = LoRAMethodConfig
 
-    def add_adapters(self, model, levels, *, rank, alpha, init_seed):
-        return add_lora(model, rank=rank, alpha=alpha, levels=levels, seed=init_seed)
+    def add_adapters(self, model, adapter_names):
+        return add_lora(model, self.hparams.project(LoRAConfig), adapter_names=adapter_names)

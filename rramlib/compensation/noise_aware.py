@@ -12,15 +12,37 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from ..analog import rram_layers
+from ..errors import check_int, check_positive
 from ..overhead import Storage
 from ..schedule import log_windows
+from ..seeding import check_root_seed
 from ..train import TrainConfig, train
-from .base import FitContext, Method
+from .base import FitContext, Method, MethodConfig
+
+__all__ = ["NoiseAwareTraining", "NoiseAwareConfig"]
+
+
+@dataclass(frozen=True)
+class NoiseAwareConfig(MethodConfig):
+    """Fine-tuning ``epochs`` at learning rate ``lr``; ``seed`` drives the drift draws and the batch order."""
+
+    owner: ClassVar[str] = "noise_aware"
+    epochs: int = 10
+    lr: float = 0.01
+    seed: int = 0
+
+    def _validate(self) -> None:
+        check_int("noise_aware.epochs", self.epochs, 1)
+        check_positive("noise_aware.lr", self.lr)
+        check_root_seed(self.seed, "noise_aware.seed")
 
 
 class _InjectDrift(nn.Module):
@@ -39,16 +61,18 @@ class _InjectDrift(nn.Module):
 
 
 class NoiseAwareTraining(Method):
+    """A new software model trained with drift in its weights (``model_``), programmed like any other."""
+
     name = "noise_aware"
-    defaults = {"epochs": 10, "lr": 0.01, "seed": 0}
+    Config = NoiseAwareConfig
 
     def setup(self, ctx: FitContext) -> None:
         self.model_ = copy.deepcopy(ctx.model)
-        self._ctx = ctx
+        self.ctx_ = ctx
 
     def train(self, ctx: FitContext) -> None:
         probe = ctx.analog()  # the mapping and device model this chip will use
-        gen = torch.Generator().manual_seed(self.params["seed"])
+        gen = torch.Generator().manual_seed(self.hparams.seed)  # one stream: drift draws in step order
         injectors = []
         for _, module in rram_layers(self.model_):
             injector = _InjectDrift(probe.drift, probe.mapping, gen)
@@ -61,8 +85,8 @@ class NoiseAwareTraining(Method):
             for injector in injectors:
                 injector.time = t
 
-        cfg = dataclasses.replace(TrainConfig(), epochs=self.params["epochs"], lr=self.params["lr"],
-                                  seed=self.params["seed"])
+        cfg = dataclasses.replace(TrainConfig(), epochs=self.hparams.epochs, lr=self.hparams.lr,
+                                  seed=self.hparams.seed)
         try:
             train(self.model_, ctx.splits, cfg, before_step=before_step, progress=ctx.progress, device=ctx.device)
         finally:
@@ -77,7 +101,7 @@ class NoiseAwareTraining(Method):
     def load_state_dict(self, state: dict) -> None:
         self.model_.load_state_dict(state["model"])
         self.model_.eval()
-        self.analog_ = self._ctx.analog(self.model_)
+        self.analog_ = self.ctx_.analog(self.model_)
 
     def storage(self) -> Storage:
         return Storage(values_per_level=0, levels=1)

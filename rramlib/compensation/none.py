@@ -6,7 +6,7 @@ from .base import FitContext, Method
 
 
 class NoCompensation(Method):
-    """Evaluate the drifted weights as they are; stores nothing."""
+    """Evaluate the drifted weights as they are; stores nothing (no hyper-parameters)."""
 
     name = "none"
 

@@ -7,20 +7,26 @@ from a seed, so only the vectors (and the seed) are stored.
 """
 from __future__ import annotations
 
-from ..adapters import add_vera_plus
-from ..errors import check_choice
-from .base import PerLevelAdapterMethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..adapters import VeraPlusConfig, add_vera_plus
+from .base import PerLevelAdapterMethod, TrainingConfig
+
+__all__ = ["VeraPlusMethod", "VeraPlusMethodConfig"]
+
+
+@dataclass(frozen=True)
+class VeraPlusMethodConfig(VeraPlusConfig, TrainingConfig):
+    """VeRA+'s adapter hyper-parameters (:class:`~rramlib.adapters.VeraPlusConfig`) and its training's."""
+
+    owner: ClassVar[str] = "vera_plus"
+    lr: float = 1e-2
 
 
 class VeraPlusMethod(PerLevelAdapterMethod):
     name = "vera_plus"
-    adapter_params = ("rank", "sharing", "projection_seed", "d_init")
-    defaults = {"rank": 16, "sharing": "layer", "projection_seed": 0, "d_init": 0.1,
-                **PerLevelAdapterMethod.training_defaults, "lr": 1e-2}
+    Config = VeraPlusMethodConfig
 
-    def __init__(self, **params):
-        super().__init__(**params)
-        check_choice("VeRA+ sharing", self.params["sharing"], ("layer", "cross"))
-
-    def add_adapters(self, model, levels, *, rank, sharing, projection_seed, d_init):
-        return add_vera_plus(model, rank=rank, sharing=sharing, seed=projection_seed, levels=levels, d_init=d_init)
+    def add_adapters(self, model, adapter_names):
+        return add_vera_plus(model, self.hparams.project(VeraPlusConfig), adapter_names=adapter_names)

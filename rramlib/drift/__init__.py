@@ -1,4 +1,4 @@
-"""Device drift models (DESIGN §3): programming once per chip, then conductances at any time t.
+"""Device drift models (the book's "Device models" chapter): programming once per chip, then conductances at any time t.
 
 Presets (each class docstring gives its equations and sources):
 

@@ -1,7 +1,7 @@
 """The common shape of every drift model: programming (random, once) and drift at t (deterministic).
 
 The split follows aihwkit's noise models (programming noise, drift coefficients, drift
-at t), with one difference that matters for the study (DESIGN §3): *all* per-device
+at t), with one difference that matters for the study: *all* per-device
 randomness -- programming noise, drift exponents and the standard normals that aihwkit
 redraws at every read -- is drawn once in :meth:`DriftModel.program` from an explicit
 :class:`torch.Generator`. The returned state is one chip; :meth:`DriftModel.conductance`
@@ -92,7 +92,7 @@ class DriftModel(abc.ABC):
         """The :class:`~rramlib.mapping.Mapping` this preset suggests (its range and default kind)."""
         from ..mapping import Mapping
 
-        return Mapping.for_device(self, **overrides)
+        return Mapping.for_drift_model(self, **overrides)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())

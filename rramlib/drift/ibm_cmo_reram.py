@@ -2,8 +2,8 @@
 
 Source: aihwkit's ``ReRamCMONoiseModel`` (``src/aihwkit/inference/noise/reram.py``), fitted on
 the conductive-metal-oxide/HfOx devices of IBM Research Zurich (Falcone et al., cited there
-as "in review"); the equations and constants are those of DESIGN §3 item 2, cross-checked
-against that file. Our code is independent of aihwkit.
+as "in review"); the equations and constants are that file's (the book's "Device models"
+chapter lists them), cross-checked against it. Our code is independent of aihwkit.
 """
 from __future__ import annotations
 

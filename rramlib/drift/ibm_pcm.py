@@ -2,8 +2,8 @@
 
 Source: aihwkit's ``PCMLikeNoiseModel`` (``src/aihwkit/inference/noise/pcm.py``), the statistical
 model of S. R. Nandakumar et al., "Phase-change memory models for deep learning training and
-inference", ICECS 2019. Equations and constants as in DESIGN §3 item 3, cross-checked against
-that file; our code is independent of aihwkit. Included for comparison with the ReRAM presets.
+inference", ICECS 2019. Equations and constants as in that file (listed in the book's "Device models"
+chapter) and cross-checked against it; our code is independent of aihwkit. Included for comparison with the ReRAM presets.
 """
 from __future__ import annotations
 

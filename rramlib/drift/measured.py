@@ -1,7 +1,7 @@
 """Drift from a table of measured statistics: mean shift and spread per conductance level and time.
 
 The study drew its drift from one week of measurements on the authors' own 1T1R devices;
-those data are private (DESIGN §3 item 4). This preset takes any such table as a CSV file
+those data are private. This preset takes any such table as a CSV file
 with the header ``time_s,g_uS,mean_shift_uS,std_uS`` (one row per time and conductance
 level, the same levels at every time). The default table is built from public data: the
 NeuRRAM 1T1R statistics of W. Wan et al., "A compute-in-memory chip based on resistive

@@ -1,7 +1,7 @@
 """Relative Gaussian drift: ``G = G_t + N(0, (RD * G_t)^2)``.
 
 Source: the drift model of W. Dong et al., "Efficient Calibration for RRAM-based
-In-Memory Computing using DoRA" (2025), as quoted second-hand (DESIGN §3 item 1): the
+In-Memory Computing using DoRA" (2025), as quoted second-hand (see the book's "Unknowns" page): the
 "relative drift" ``RD = sigma / G_t`` is the drift level; values around 20 % were quoted
 as typical. The paper's full text is not available to us, so the time dependence below
 is **our** documented choice, not the paper's.

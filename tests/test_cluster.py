@@ -1,0 +1,215 @@
+"""Sweeps on a Dask cluster (rramlib.cluster): same records as in-process, robust to a dying worker,
+clear errors before any work, and a cache that takes concurrent writers. Loopback only, bounded in time."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rramlib.cache import Cache
+from rramlib.errors import RramlibError
+from rramlib.experiments import SweepConfig, run_sweep
+from rramlib.profiles import get_profile
+
+distributed = pytest.importorskip("distributed")
+from rramlib import cluster  # noqa: E402
+
+#: Small but with every kind of task: a base model, fits with training, per-chip evaluations.
+CONFIG = SweepConfig(profile="smoke", preset="ibm_pcm", methods=("none", "vera_plus"), chips=2,
+                     method_params={"vera_plus": {"steps": 10}},
+                     profile_overrides={"train": dataclasses.replace(get_profile("smoke").train, epochs=2)})
+TIMING = {"wall_time_s", "peak_rss_mb", "cache", "fit_time_s"}
+
+
+def _diff(a: str, b: str) -> str:
+    import difflib
+    return "\n".join(difflib.unified_diff(json.dumps(json.loads(a), indent=1, sort_keys=True).splitlines(),
+                                          json.dumps(json.loads(b), indent=1, sort_keys=True).splitlines(), lineterm=""))
+
+
+def _without_timing(obj):
+    """The sweep result with every timing/bookkeeping field removed, as canonical JSON."""
+    def strip(o):
+        if isinstance(o, dict):
+            return {k: strip(v) for k, v in o.items() if k not in TIMING}
+        if isinstance(o, list):
+            return [strip(v) for v in o]
+        return o
+    return json.dumps(strip(obj), sort_keys=True)
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory):
+    cache = Cache(tmp_path_factory.mktemp("in-process"))
+    result = run_sweep(CONFIG, cache=cache, progress=False)
+    result["cache_root"] = cache.root
+    return result
+
+
+def _entries_intact(root: Path) -> int:
+    """Number of cache entries under ``root``; fails if any is damaged (Cache.load would discard it).
+    A writer killed mid-write may leave a ``.tmp`` file, which is never read as an entry."""
+    files = sorted(root.rglob("*.pt"))
+    for path in files:
+        assert Cache(root).load(path.parent.name, path.stem) is not None, f"damaged entry {path}"
+    return len(files)
+
+
+@pytest.mark.slow
+def test_two_local_workers_give_the_in_process_records(in_process, tmp_path):
+    cache = Cache(tmp_path)
+    with cluster.connect(workers=2) as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+        assert all(w.startswith("tcp://127.0.0.1:") for w in client.scheduler_info()["workers"])
+        result = cluster.run_sweep(CONFIG, client, cache=cache, progress=False)
+    ours, theirs = _without_timing(result), _without_timing({k: in_process[k] for k in ("metadata", "records")})
+    assert ours == theirs, _diff(theirs, ours)
+    # the workers computed everything; the client only read the cache
+    assert result["metadata"]["cache"]["misses"] == 0
+    n_tasks = 1 + len(CONFIG.methods) * (1 + len(CONFIG.chip_seeds()))
+    assert _entries_intact(tmp_path) == n_tasks  # one model, one fit per method, one entry per (method, chip)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_sweep(in_process, tmp_path):
+    """Kill the worker running a fit or evaluation: the sweep finishes, each record once, no damaged entry."""
+    shutil.copytree(in_process["cache_root"] / "model", tmp_path / "model")  # the base model is not the point here
+    cache = Cache(tmp_path)
+    with cluster.connect(workers=2) as client:
+        done = {}
+
+        def fill():
+            try:
+                done["n"] = cluster.fill_cache(client, CONFIG, cache, progress=False)
+            except Exception as exc:  # surfaced below
+                done["error"] = exc
+
+        runner = threading.Thread(target=fill)
+        runner.start()
+        pids = client.run(os.getpid)
+        victim, deadline = None, time.monotonic() + 120
+        while victim is None and time.monotonic() < deadline and runner.is_alive():
+            for worker, keys in client.processing().items():
+                if any(str(k).startswith(("fit-vera_plus", "eval-")) for k in keys):
+                    victim = worker
+                    break
+            time.sleep(0.01)
+        assert victim is not None, f"no fit or evaluation task was seen running ({done})"
+        os.kill(pids[victim], 9)
+        runner.join(timeout=180)
+        assert not runner.is_alive() and "error" not in done, done
+        assert done["n"] == 1 + len(CONFIG.methods) * (1 + len(CONFIG.chip_seeds()))
+    _entries_intact(tmp_path)
+    result = run_sweep(CONFIG, cache=cache, progress=False)
+    assert result["metadata"]["cache"]["misses"] == 0
+    keys = [(r["method"], r["time_label"], r["chip_seed"]) for r in result["records"]]
+    assert len(keys) == len(set(keys)) == 1 + len(CONFIG.methods) * 3 * len(CONFIG.chip_seeds())
+    assert _without_timing(result) == _without_timing({k: in_process[k] for k in ("metadata", "records")})
+
+
+@pytest.mark.parametrize("workers", [0, -2, True, 1.5, "2"])
+def test_bad_worker_count_is_refused(workers):
+    with pytest.raises(RramlibError, match="--workers must be a positive integer"):
+        with cluster.connect(workers=workers):
+            pass
+
+
+def test_workers_and_scheduler_are_exclusive():
+    with pytest.raises(RramlibError, match="either --workers"):
+        with cluster.connect(workers=2, scheduler="tcp://127.0.0.1:8786"):
+            pass
+
+
+def test_unreachable_scheduler_fails_fast():
+    start = time.monotonic()
+    with pytest.raises(RramlibError, match="cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'"):
+        with cluster.connect(scheduler="tcp://127.0.0.1:9", timeout=2):
+            pass
+    assert time.monotonic() - start < 30
+
+
+def _cli(*args, cwd, timeout=120):
+    code = "import sys; from rramlib.cli import main; rc = main(sys.argv[1:]); " \
+           "print('DASK', any(m.split('.')[0] in ('dask', 'distributed') for m in sys.modules)); sys.exit(rc)"
+    env = {**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--workers", "0"], "error: --workers must be a positive integer"),
+    (["--scheduler", "tcp://127.0.0.1:9"], "error: cannot reach the Dask scheduler"),
+    (["--workers", "2", "--no-cache"], "error: a cluster run needs a results cache"),
+])
+def test_cli_errors_before_any_work(tmp_path, flags, message):
+    out = _cli("sweep", "--profile", "smoke", "--methods", "none", "--cache-dir", str(tmp_path / "cache"),
+               "--out", str(tmp_path / "out.json"), "--quiet", *flags, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [next(l for l in out.stderr.splitlines() if l.startswith(message))]
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out.json").exists()  # nothing computed
+
+
+def test_in_process_sweep_never_imports_dask(tmp_path):
+    out = _cli("sweep", "--profile", "smoke", "--methods", "none", "--chips", "1", "--times", "1s", "--epochs", "1",
+               "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out.json"), "--quiet", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "DASK False" in out.stdout
+
+
+# ------------------------------------------------------------------ the cache under concurrent writers
+_HAMMER = """
+import os, sys, time, torch
+from rramlib.cache import Cache
+root, writer, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+cache = Cache(root)
+open(go + f".ready{writer}", "w").close()
+while not os.path.exists(go):
+    time.sleep(0.005)
+for _ in range(15):
+    cache.save("sweep", "samekey", {"writer": writer, "data": torch.full((200_000,), float(writer))})
+    entry = cache.load("sweep", "samekey")
+    assert entry is not None and bool((entry["data"] == entry["writer"]).all()), "torn entry read"
+"""
+
+
+def test_cache_takes_concurrent_writers_of_one_key(tmp_path):
+    """Four processes write and read the same key at once: every read is one writer's whole entry,
+    and one intact entry remains (unique temporary names + atomic rename)."""
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _HAMMER, str(tmp_path / "cache"), str(w), str(go)])
+             for w in range(4)]
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("go.ready*"))) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go.touch()  # all four start writing at once (each waits for this file once imported)
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+    entry = Cache(tmp_path / "cache").load("sweep", "samekey")
+    assert entry["writer"] in range(4) and bool((entry["data"] == entry["writer"]).all())
+    assert [p.name for p in (tmp_path / "cache" / "sweep").iterdir()] == ["samekey.pt"]  # no temporary file left
+
+
+# ------------------------------------------------------------------ SLURM recipe
+def test_slurm_job_script_renders(tmp_path):
+    pytest.importorskip("dask_jobqueue")
+    slurm = cluster.slurm_cluster(cache_dir=tmp_path / "cache", cpus=8, memory="32GB", gpus=1, walltime="02:00:00",
+                                  account="myproject", scheduler_options={"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"})
+    try:
+        script = slurm.job_script()
+    finally:
+        slurm.close()
+    lines = script.splitlines()
+    assert lines[0] == "#!/usr/bin/env bash"
+    for directive in ("#SBATCH --cpus-per-task=8", "#SBATCH --gres=gpu:1", "#SBATCH -t 02:00:00", "#SBATCH -A myproject"):
+        assert directive in lines, script
+    assert f"export RRAMLIB_CACHE={tmp_path / 'cache'}" in lines
+    assert "export OMP_NUM_THREADS=8" in lines
+    worker = next(l for l in lines if "distributed.cli.dask_worker" in l)
+    assert "tcp://127.0.0.1:" in worker and "--nthreads 1" in worker and "--nanny" in worker

@@ -1,0 +1,85 @@
+"""Data-parallel training (rramlib.ddp): the same run as one process, into the same cache entry."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from rramlib.cache import Cache
+from rramlib.ddp import GlobalBatchNorm, main
+from rramlib.experiments import train_base_model
+from rramlib.profiles import get_profile
+
+
+def _loopback_env() -> dict:
+    return {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+
+
+@pytest.fixture
+def single_process_group(tmp_path):
+    """A gloo process group of one process, over a file store (no network)."""
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_global_batchnorm_equals_batchnorm_in_one_process(single_process_group):
+    torch.manual_seed(0)
+    ref = nn.BatchNorm2d(5)
+    with torch.no_grad():
+        ref.weight.uniform_(0.5, 1.5)
+        ref.bias.uniform_(-0.5, 0.5)
+    ours = GlobalBatchNorm(5)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(8, 5, 4, 4) * 3 + 1
+    for _ in range(3):  # running statistics follow too
+        xr, xo = x.clone().requires_grad_(), x.clone().requires_grad_()
+        yr, yo = ref(xr), ours(xo)
+        torch.testing.assert_close(yo, yr, rtol=1e-5, atol=1e-5)
+        (yr * torch.arange(yr.numel()).view_as(yr)).sum().backward()
+        (yo * torch.arange(yo.numel()).view_as(yo)).sum().backward()
+        torch.testing.assert_close(xo.grad, xr.grad, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-3)
+        x = x * 0.5 + 2
+    torch.testing.assert_close(ours.running_mean, ref.running_mean)
+    torch.testing.assert_close(ours.running_var, ref.running_var)
+    ours.eval(), ref.eval()
+    torch.testing.assert_close(ours(x), ref(x))
+
+
+def test_ddp_needs_torchrun(monkeypatch, capsys):
+    monkeypatch.delenv("RANK", raising=False)
+    assert main(["--profile", "smoke"]) == 2
+    assert "torchrun" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_follow_the_single_process_run(tmp_path):
+    """2 gloo processes on the smoke profile (digits CNN with BatchNorm, global batch 64, 2 epochs): the same loss
+    per epoch and the same weights as rramlib.train in one process, within float tolerance; and the model
+    is stored under the key train_base_model reads."""
+    profile = get_profile("smoke", train=dataclasses.replace(get_profile("smoke").train, epochs=2))
+    reference = train_base_model(profile, cache=Cache(None), progress=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "rramlib.ddp", "--profile", "smoke", "--epochs", "2", "--cache-dir", str(tmp_path), "--quiet"],
+        env=_loopback_env(), capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "trained into" in out.stdout
+    cache = Cache(tmp_path)
+    ddp = train_base_model(profile, cache=cache, progress=False)
+    assert (cache.hits, cache.misses) == (1, 0)  # found, not trained again
+    # Rounding differences (another summation order) grow during training, as they do between two
+    # single-process runs with 1 and 2 torch threads: tight on the first epoch, looser after.
+    np.testing.assert_allclose(ddp.history["train_loss"][0], reference.history["train_loss"][0], rtol=1e-5)
+    np.testing.assert_allclose(ddp.history["train_loss"], reference.history["train_loss"], rtol=3e-4)
+    for (name, a), b in zip(ddp.model.state_dict().items(), reference.model.state_dict().values()):
+        torch.testing.assert_close(a.float(), b.float(), rtol=0, atol=3e-3, msg=name)
+    assert abs(ddp.accuracy - reference.accuracy) <= 0.01

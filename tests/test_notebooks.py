@@ -1,0 +1,101 @@
+"""Static checks of the book's notebooks (no execution): shape, names, parameter handling, claims keys."""
+import ast
+import io
+import json
+import tokenize
+from pathlib import Path
+
+import pytest
+
+from rramlib.book import glued_keys
+from rramlib.claims import CLAIMS
+from rramlib.notebook import PARAMETERS, check_parameters
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+MAX_CELL_LINES = 30
+
+
+def _nb(path):
+    return json.loads(path.read_text())
+
+
+def _code(nb):
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def _parameters(nb) -> dict:
+    """name -> literal default of the parameters cell."""
+    tree = ast.parse(_code(nb)[0])
+    return {t.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+            for t in node.targets}
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 10
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stripped_with_one_parameters_cell_first(path):
+    nb = _nb(path)
+    code_cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    tagged = [i for i, c in enumerate(code_cells) if "parameters" in c["metadata"].get("tags", [])]
+    assert tagged == [0]
+    assert all(c["outputs"] == [] and c["execution_count"] is None for c in code_cells)
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_code_cells_are_short(path):
+    long = {i: n for i, src in enumerate(_code(_nb(path))) if (n := len(src.strip("\n").splitlines())) > MAX_CELL_LINES}
+    assert not long, f"code cells over {MAX_CELL_LINES} lines (cell index: lines): {long}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_private_names(path):
+    """No name or attribute starting with an underscore (strings, comments and the throwaway `_` do not count)."""
+    found = []
+    for src in _code(_nb(path)):
+        for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+            if tok.type == tokenize.NAME and tok.string.startswith("_") and tok.string != "_":  # "_": throwaway
+                found.append(f"line {tok.start[0]}: {tok.line.strip()}")
+    assert not found, found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_hands_all_its_parameters_to_start(path):
+    """The cell after the parameters calls ``start("<stem>", name=name, ...)`` with every parameter, by name."""
+    nb = _nb(path)
+    params = _parameters(nb)
+    tree = ast.parse(_code(nb)[1])
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "start"]
+    assert len(calls) == 1, "the set-up cell must call start(...) once"
+    call = calls[0]
+    assert [a.value for a in call.args] == [path.stem]
+    passed = {k.arg: k.value.id for k in call.keywords if isinstance(k.value, ast.Name)}
+    assert passed == {k: k for k in params}, "every parameter, passed as itself"
+    assert not set(params) - set(PARAMETERS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameter_defaults_pass_the_checks(path):
+    params = _parameters(_nb(path))
+    for profile in ("smoke", "quick", "paper"):
+        checked = check_parameters({**params, "profile": profile})
+        assert set(checked) == set(params)
+        assert all(v is not None for k, v in checked.items() if PARAMETERS[k].default is not None)
+
+
+@pytest.mark.parametrize("claim", [c for c in CLAIMS if c.notebook], ids=lambda c: c.id)
+def test_every_claim_key_is_glued_by_its_notebook(claim):
+    path = next(p for p in NOTEBOOKS if p.stem == claim.notebook)
+    patterns = glued_keys(_nb(path), path.stem)
+    assert any(p.match(claim.key) for p in patterns), f"{claim.notebook} glues no {claim.key!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_solutions_are_hidden_dropdowns(path):
+    """A solution in a notebook sits in a MyST admonition with the dropdown class (hidden by default)."""
+    for cell in _nb(path)["cells"]:
+        text = "".join(cell["source"])
+        if cell["cell_type"] == "markdown" and "Solution" in text:
+            assert "{admonition} Solution" in text and ":class: dropdown" in text
