@@ -1,6 +1,8 @@
 # rramlib: `make book` executes the notebooks and builds the companion book (PROFILE=smoke|quick|paper,
 # default quick; FORCE=1 re-executes every notebook; BOOK_ARGS="-p drift_scale 2" passes parameters),
-# `make test` runs the tests, `make sweep` runs the quick drift sweep.
+# `make test` runs the tests, `make sweep` runs the quick drift sweep; DATA_ROOT=DIR names the dataset folder
+# (e.g. the CIFAR-10 images for PROFILE=cifar); `make record PROFILE=cifar DATA_ROOT=DIR` builds that book
+# (cached) and records its results in recorded/cifar/ for the default book.
 # All create a local virtual environment (.venv) on first use and install what they need.
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -11,8 +13,10 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.rramlib-installed
 
 BOOK_ARGS ?=
+DATA_ROOT ?=
+WITH_DATA := $(if $(DATA_ROOT),RRAMLIB_DATA_ROOT=$(abspath $(DATA_ROOT)))
 
-.PHONY: install test book sweep benchmark clean
+.PHONY: install test book record sweep benchmark clean
 
 # aihwkit-lightning: test-only cross-check of rramlib.crossbar; --no-deps because its metadata pins torch==2.13.0
 $(STAMP): pyproject.toml
@@ -28,7 +32,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 book: $(STAMP)
-	$(PY) -m rramlib book --profile $(PROFILE) $(if $(FORCE),--force) $(BOOK_ARGS)
+	$(WITH_DATA) $(PY) -m rramlib book --profile $(PROFILE) $(if $(FORCE),--force) $(BOOK_ARGS)
+
+record: $(STAMP)
+	$(WITH_DATA) $(PY) -m rramlib record --profile $(PROFILE) $(BOOK_ARGS)
 
 sweep: $(STAMP)
 	mkdir -p $(OUT)

@@ -132,8 +132,8 @@ def plan(measured: dict, gpu_speedup: float, workers: list[int]) -> dict:
         mean = sum(seconds) / len(seconds)
         if kind == "eval":
             count, scale = paper.chips, eval_scale
-        elif kind == "fit":
-            count = 1
+        elif kind in ("fit", "level"):  # a whole fit (or a per-level method's assembly), or one drift level
+            count = paper.levels if kind == "level" else 1
             scale = train_ratio * (IMAGENET_TRAIN / measured["profile_train_images"] if method in EPOCH_METHODS else 1)
         else:
             continue  # the base model: see base_training below
@@ -144,7 +144,10 @@ def plan(measured: dict, gpu_speedup: float, workers: list[int]) -> dict:
     # ResNet-50 base training: epochs x ImageNet train images x measured train-step cost
     base_h = paper.train.epochs * IMAGENET_TRAIN * big["train_s"] / gpu_speedup / 3600
     total = sum(hours.values())
-    longest = max((r["gpu_h_per_task"] for r in rows if r["task"].startswith("fit")), default=0.0)
+    per_task = {r["task"]: r["gpu_h_per_task"] for r in rows}
+    # the longest chain of fits: a method's slowest level (levels run side by side), then its fit (the assembly)
+    longest = max((per_task.get(f"level:{m}", 0.0) + h for t, h in per_task.items() if t.startswith("fit:")
+                   for m in [t.partition(":")[2]]), default=0.0)
     one_eval = max((r["gpu_h_per_task"] for r in rows if r["task"].startswith("eval")), default=0.0)
     speedups = {w: total / max(total / w, longest + one_eval) for w in workers}
     return {"gpu_speedup_assumed": gpu_speedup, "forward_cost_ratio": fwd_ratio, "train_cost_ratio": train_ratio,

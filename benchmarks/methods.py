@@ -24,8 +24,8 @@ from rramlib.experiments import EVAL_CHIP_BASE, SweepConfig, run_metadata, train
 from rramlib.schedule import log_windows
 from rramlib.times import parse_time
 
-FIT_METHODS = ("vera_plus", "lora", "bn", "dora", "retrain", "noise_aware")
-ALL_METHODS = ("none", "scale", "bn", "lora", "dora", "vera_plus", "noise_aware", "retrain")
+FIT_METHODS = ("vera_plus", "lora", "bn", "dora", "offline_correction", "noise_aware")
+ALL_METHODS = ("none", "scale", "bn", "lora", "dora", "vera_plus", "noise_aware", "offline_correction")
 
 
 def main() -> None:

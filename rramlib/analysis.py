@@ -3,8 +3,65 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["to_frame", "accuracy_table", "drift_free_accuracy", "at_time", "method_summary", "recovered_per_chip",
-           "time_table", "time_table_display", "pareto_table", "pareto_front", "with_spread", "switch_jumps"]
+__all__ = ["FITTING", "fitting", "combine_sweeps", "to_frame", "accuracy_table", "drift_free_accuracy", "at_time",
+           "method_summary", "recovered_per_chip", "time_table", "time_table_display", "pareto_table", "pareto_front",
+           "with_spread", "switch_jumps"]
+
+#: How each method gets its correction, by registry name: DoRA calibration trains on every chip in the field
+#: (online, per chip); the level-based methods are trained offline, once for all chips.
+FITTING = {
+    "none": "nothing fitted", "scale": "per chip: readouts at programming and at t",
+    "bn": "offline, per level, all chips", "lora": "offline, per level, all chips",
+    "vera_plus": "offline, per level, all chips", "dora": "online, per chip (in the field)",
+    "noise_aware": "offline, base weights", "offline_correction": "offline, per level, all chips",
+    "reprogram": "chip rewritten (upper line)",
+}
+
+
+def fitting(result: dict, method: str) -> str:
+    """How ``method`` of a sweep result is fitted (:data:`FITTING`; a method whose storage says ``online``
+    is marked online whatever its name)."""
+    info = result["metadata"].get("method_info", {}).get(method, {})
+    if info.get("storage", {}).get("online"):
+        return FITTING["dora"]
+    return FITTING.get(info.get("method", method), "")
+
+
+def combine_sweeps(main: dict, variants: dict) -> dict:
+    """``main`` sweep result plus, renamed, one method of each other sweep: ``variants[new name] = (result,
+    method)``, e.g. VeRA+ with per-layer and cross-layer vectors side by side in one table.
+
+    Every sweep must share the base model, drift model and schedule (``config_hash``), the drift-free accuracy,
+    the evaluation chips and the time grid, so the rows compare like with like; else RramlibError. Wall time
+    and cache counts in the metadata add up over all sweeps.
+    """
+    from .errors import RramlibError
+
+    meta = main["metadata"]
+    out_meta = {**meta, "methods": list(meta["methods"]), "method_info": dict(meta["method_info"])}
+    records = list(main["records"])
+    times = {r["time_label"] for r in main["records"] if r["method"] != "drift_free"}
+    for name, (result, method) in variants.items():
+        other = result["metadata"]
+        if name in out_meta["methods"]:
+            raise RramlibError(f"combine_sweeps: {name!r} is already a method of the main sweep")
+        if method not in other["methods"]:
+            raise RramlibError(f"combine_sweeps: the sweep for {name!r} has no method {method!r}")
+        for key in ("config_hash", "drift_free_accuracy", "chip_seeds", "preset"):
+            if other.get(key) != meta.get(key):
+                raise RramlibError(f"combine_sweeps: the sweep for {name!r} differs from the main sweep in {key} "
+                                   f"({other.get(key)!r} vs {meta.get(key)!r})")
+        rows = [{**r, "method": name} for r in result["records"] if r["method"] == method]
+        if {r["time_label"] for r in rows} != times:
+            raise RramlibError(f"combine_sweeps: the sweep for {name!r} has another time grid")
+        records += rows
+        out_meta["methods"].append(name)
+        out_meta["method_info"][name] = other["method_info"][method]
+        if "wall_time_s" in other:
+            out_meta["wall_time_s"] = out_meta.get("wall_time_s", 0.0) + other["wall_time_s"]
+        if "cache" in other:
+            out_meta["cache"] = {k: out_meta.get("cache", {}).get(k, 0) + v for k, v in other["cache"].items()}
+    return {"metadata": out_meta, "records": records}
 
 
 def to_frame(result: dict) -> pd.DataFrame:
@@ -66,7 +123,8 @@ def recovered_per_chip(result: dict, method: str, label: str) -> pd.Series:
 
 
 def time_table(result: dict, methods, labels) -> pd.DataFrame:
-    """Table T1: per method and time, accuracy (mean, std), retained and recovered with their spreads.
+    """Table T1: per method and time, how it is fitted (:func:`fitting`), accuracy (mean, std), retained and
+    recovered with their spreads.
 
     ``retained_std`` is the accuracy's std over chips relative to drift-free; ``recovered_std`` the std over
     chips of :func:`recovered_per_chip`; ``drift_loss_pp`` the uncompensated loss in percentage points.
@@ -76,7 +134,8 @@ def time_table(result: dict, methods, labels) -> pd.DataFrame:
     rows = []
     for m in methods:
         for label, at in tables.items():
-            rows.append({"method": m, "time": label, "acc_mean": at.loc[m, "mean"], "acc_std": at.loc[m, "std"],
+            rows.append({"method": m, "time": label, "fitted": fitting(result, m),
+                         "acc_mean": at.loc[m, "mean"], "acc_std": at.loc[m, "std"],
                          "retained": at.loc[m, "retained"], "retained_std": at.loc[m, "std"] / free,
                          "recovered": at.loc[m, "recovered"],
                          "recovered_std": recovered_per_chip(result, m, label).std(ddof=1),
@@ -88,6 +147,8 @@ def time_table_display(t1: pd.DataFrame, methods, labels, names: dict | None = N
     """T1 as the book shows it: ``mean ± std`` strings per time, and a last row with the drift loss."""
     names = names or {}
     shown = pd.DataFrame({"method": [names.get(m, m) for m in methods]})
+    if "fitted" in t1:
+        shown["fitted"] = t1.drop_duplicates("method").set_index("method").loc[list(methods), "fitted"].tolist()
     for t in labels:
         sub = t1[t1["time"] == t].set_index("method").loc[list(methods)]
         shown[f"{t}: accuracy"] = [with_spread(a, s, "{:.3f}") for a, s in zip(sub["acc_mean"], sub["acc_std"])]
@@ -102,11 +163,12 @@ def time_table_display(t1: pd.DataFrame, methods, labels, names: dict | None = N
 
 
 def pareto_table(result: dict, methods, label: str) -> pd.DataFrame:
-    """Per method: total and per-level storage (fp32), levels, accuracy at ``label`` and extra-MAC ratio."""
+    """Per method: how it is fitted, total and per-level storage (fp32; an online method's includes the data it
+    keeps to calibrate), levels, accuracy at ``label`` and extra-MAC ratio."""
     info = result["metadata"]["method_info"]
     at = at_time(result, label)
     return pd.DataFrame([{
-        "method": m, "storage_bytes_fp32": info[m]["storage"]["total_bytes_fp32"],
+        "method": m, "fitted": fitting(result, m), "storage_bytes_fp32": info[m]["storage"]["total_bytes_fp32"],
         "storage_bytes_per_level_fp32": info[m]["storage"]["bytes_per_level_fp32"],
         "levels": info[m]["storage"]["levels"], "acc_mean": at.loc[m, "mean"], "acc_std": at.loc[m, "std"],
         "extra_macs_ratio": info[m]["extra_macs_ratio"]} for m in methods])

@@ -11,6 +11,7 @@ checksum does not match (truncated, corrupted) is discarded and recomputed.
 """
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import io
@@ -26,7 +27,7 @@ import torch
 from . import __version__
 from .files import atomic_write
 
-__all__ = ["Cache", "config_hash", "default_cache_dir", "source_digest"]
+__all__ = ["Cache", "config_hash", "default_cache_dir", "module_closure", "source_digest"]
 
 log = logging.getLogger(__name__)
 _MAGIC = b"rramlib-cache-v1 "
@@ -56,18 +57,71 @@ def _presentation_only(relative: Path) -> bool:
     return any(name == p or (p.endswith("/") and name.startswith(p)) for p in PRESENTATION_ONLY)
 
 
+def _module_path(root: Path, dotted: str) -> Path | None:
+    """The file of package module ``dotted`` (relative to the package, e.g. ``"compensation.lora"``)."""
+    base = root.joinpath(*dotted.split(".")) if dotted else root
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(root: Path, path: Path) -> set[str]:
+    """The package modules that ``path`` imports relatively (``from .x import y``, ``from . import x``)."""
+    package = path.relative_to(root).with_suffix("").parts
+    package = package[:-1]  # the module's package (for __init__.py, the package itself)
+    found = set()
+    for node in ast.walk(ast.parse(path.read_bytes())):
+        if not isinstance(node, ast.ImportFrom) or node.level == 0:
+            continue
+        anchor = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+        target = ".".join([*anchor, *(node.module.split(".") if node.module else [])])
+        candidates = [target] if node.module else []
+        candidates += [".".join(filter(None, (target, alias.name))) for alias in node.names]
+        found.update(c for c in candidates if _module_path(root, c) is not None)
+    return found
+
+
 @functools.lru_cache(maxsize=None)
-def source_digest(root: str | os.PathLike = Path(__file__).parent) -> str:
+def module_closure(modules: tuple[str, ...], root: str | os.PathLike = Path(__file__).parent) -> tuple[str, ...]:
+    """``modules`` and every package module they import, transitively, by relative imports (sorted).
+
+    Module names are relative to the package (``"train"``, ``"compensation.lora"``); the package's
+    ``__init__`` (its version) is always included.
+    """
+    root = Path(root)
+    todo, seen = ["", *modules], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _module_path(root, name)
+        if path is None:
+            raise ValueError(f"no module {name!r} in package {root}")
+        seen.add(name)
+        todo.extend(_imported_modules(root, path) - seen)
+    return tuple(sorted(seen))
+
+
+@functools.lru_cache(maxsize=None)
+def source_digest(root: str | os.PathLike = Path(__file__).parent, modules: tuple[str, ...] | None = None) -> str:
     """SHA-256 (hex) over the package's source and data files (``*.py``, ``*.csv``), paths included.
 
     Computed once per process (about 50 small files); any edit of rramlib's code changes it, except the
     presentation layer (:data:`PRESENTATION_ONLY`: the book builder, the figure style, the results report),
     which computes nothing that is cached, so restyling the book never throws away trained models and sweeps.
+    With ``modules`` (package-relative names), only the files of :func:`module_closure` of them count: the
+    key of a result that depends on those modules alone (the trained base model: data, models, training),
+    which then survives edits elsewhere in the package.
     """
     root = Path(root)
+    if modules is None:
+        paths = [p for ext in ("*.py", "*.csv") for p in root.rglob(ext)
+                 if "__pycache__" not in p.parts and not _presentation_only(p.relative_to(root))]
+    else:
+        paths = [_module_path(root, name) for name in module_closure(tuple(modules), root)]
     digest = hashlib.sha256()
-    for path in sorted(p for ext in ("*.py", "*.csv") for p in root.rglob(ext)
-                       if "__pycache__" not in p.parts and not _presentation_only(p.relative_to(root))):
+    for path in sorted(paths):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
@@ -125,9 +179,12 @@ class Cache:
         header = _MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
         atomic_write(self.path(kind, key), header + payload)
 
-    def get_or_compute(self, kind: str, config: dict, compute: Callable[[], Any]) -> Any:
-        """Return the cached result for ``config`` or compute, store and return it."""
-        key = config_hash(config)
+    def get_or_compute(self, kind: str, config: dict, compute: Callable[[], Any], *, sources: str | None = None) -> Any:
+        """Return the cached result for ``config`` or compute, store and return it.
+
+        ``sources``: the code digest to key by (default: all of the package's, :func:`source_digest`).
+        """
+        key = config_hash(config, sources=sources)
         obj = self.load(kind, key)
         if obj is not None:
             self.hits += 1

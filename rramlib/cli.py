@@ -15,7 +15,7 @@ from . import __version__
 from .errors import RramlibError
 from .params import parse_assignment
 
-__all__ = ["main"]
+__all__ = ["add_train_arguments", "main", "profile_overrides"]
 
 
 def _csv(text: str) -> list[str]:
@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", required=True, help="JSON file to write")
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    train = sub.add_parser("train", help="train a profile's base model into the results cache (also under torchrun)",
+                           description="Train (or find in the results cache) the profile's base model, in this process, "
+                                       "or data-parallel (DistributedDataParallel) when started by torchrun: "
+                                       "torchrun --nproc-per-node N -m rramlib train ... (see rramlib.ddp). Sweeps and "
+                                       "notebooks of the same profile then read it from the cache.")
+    add_train_arguments(train)
+
     book = sub.add_parser("book", help="execute the notebooks and build the companion Jupyter Book (HTML)",
                           description="Execute every notebooks/NN_*.ipynb with papermill (skipping those whose "
                                       "inputs did not change) and build the book's HTML with Jupyter Book, offline.")
@@ -78,17 +85,78 @@ def build_parser() -> argparse.ArgumentParser:
                       help="pass a parameter to every notebook, as papermill -p does (repeatable)")
     book.add_argument("--no-html", action="store_true", help="execute the notebooks only, build no HTML")
 
+    rec = sub.add_parser("record", help="build the book at a profile (cached) and record its results for the default book",
+                         description="Execute the book's notebooks at PROFILE (only those whose inputs changed, as "
+                                     "`rramlib book` does), then copy their results JSON files into recorded/PROFILE/ "
+                                     "with provenance.json (commit, date, configuration, data source, code identity, "
+                                     "time and memory per notebook). The default book shows them beside its own "
+                                     "numbers, marked STALE once the code no longer matches.")
+    rec.add_argument("--profile", default="cifar", help="the profile to record (default: cifar)")
+    rec.add_argument("--out", default=None, metavar="DIR", help="build folder (default _build/book/<profile>)")
+    rec.add_argument("--dest", default=None, metavar="DIR", help="record folder (default recorded/<profile>)")
+    rec.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                     help="a parameter for every notebook, as for `rramlib book` (repeatable)")
+
     sub.add_parser("presets", help="list the drift presets and their parameters")
     sub.add_parser("profiles", help="list the profiles")
     sub.add_parser("methods", help="list the compensation methods and their hyper-parameters")
     return parser
 
 
-def _sweep(args: argparse.Namespace) -> int:
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``rramlib train`` (and of ``python -m rramlib.ddp``): the profile and what may override it."""
+    parser.add_argument("--profile", default="quick", help="smoke, quick (default) or paper")
+    parser.add_argument("--dataset", default=None, help="override the profile's dataset")
+    parser.add_argument("--model", default=None, help="override the profile's model")
+    parser.add_argument("--epochs", type=int, default=None, help="override the profile's training epochs")
+    parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: the profile's)")
+    parser.add_argument("--data-root", default=None, help="folder holding the dataset (CIFAR, ImageFolder)")
+    parser.add_argument("--download", action="store_true", help="download the dataset into --data-root")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes per training process")
+    parser.add_argument("--cache-dir", default=None, help="results cache (default: $RRAMLIB_CACHE or .rramlib_cache)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def profile_overrides(args: argparse.Namespace) -> dict:
+    """The profile fields that ``--dataset``, ``--model``, ``--device`` and ``--epochs`` replace."""
     import dataclasses
 
+    from .profiles import get_profile
+
+    overrides = {k: v for k, v in {"dataset": args.dataset, "model": args.model, "device": args.device}.items()
+                 if v is not None}
+    if args.epochs is not None:
+        overrides["train"] = dataclasses.replace(get_profile(args.profile).train, epochs=args.epochs)
+    return overrides
+
+
+def _train(args: argparse.Namespace) -> int:
+    import os
+
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # started by torchrun: data-parallel
+        from .ddp import train_from_args
+
+        return train_from_args(args)
     from .cache import Cache, default_cache_dir
-    from .experiments import SweepConfig, get_profile
+    from .errors import check_int
+    from .experiments import model_key, train_base_model
+    from .profiles import get_profile, resolve_device
+
+    check_int("--num-workers", args.num_workers, 0)
+    profile = get_profile(args.profile, **profile_overrides(args))
+    profile.train.validate()
+    resolve_device(profile.device)
+    cache = Cache(args.cache_dir or default_cache_dir())
+    base = train_base_model(profile, data_root=args.data_root, download=args.download, cache=cache,
+                            progress=not args.quiet, num_workers=args.num_workers)
+    print(f"base model {profile.model} on {profile.dataset}: drift-free test accuracy {base.accuracy:.4f}; "
+          f"cached in {cache.path('model', model_key(profile, base.splits))}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .cache import Cache, default_cache_dir
+    from .experiments import SweepConfig
 
     if args.data_root is not None and not Path(args.data_root).exists() and not args.download:
         raise RramlibError(f"dataset root {args.data_root!r} does not exist")
@@ -106,10 +174,7 @@ def _sweep(args: argparse.Namespace) -> int:
         method_params.setdefault(method, {})[key] = value
     if args.drift_scale is not None:
         params["drift_scale"] = args.drift_scale
-    overrides = {k: v for k, v in {"dataset": args.dataset, "model": args.model, "device": args.device}.items()
-                 if v is not None}
-    if args.epochs is not None:
-        overrides["train"] = dataclasses.replace(get_profile(args.profile).train, epochs=args.epochs)
+    overrides = profile_overrides(args)
     config = SweepConfig(
         profile=args.profile, preset=args.preset, methods=tuple(args.methods), drift_params=params,
         method_params=method_params, levels=args.levels,
@@ -156,6 +221,28 @@ def _book(args: argparse.Namespace) -> int:
     return 0
 
 
+def _record(args: argparse.Namespace) -> int:
+    import os
+    import shlex
+
+    from .book import BookError, build, parse_parameter
+    from .recorded import record
+
+    params = dict(parse_parameter(name, value) for name, value in args.parameter)
+    try:
+        result = build(args.profile, args.out, parameters=params, html=False)
+    except BookError as exc:
+        print(exc.message, file=sys.stderr)
+        return exc.exit_code
+    # the command as provenance, without this machine's paths (the data are named by their file-list hash)
+    env = "RRAMLIB_DATA_ROOT=DIR " if os.environ.get("RRAMLIB_DATA_ROOT") else ""
+    command = env + " ".join(["rramlib book --profile", args.profile, *(
+        f"-p {k} {'DIR' if k == 'data_root' else shlex.quote(str(v))}" for k, v in params.items())])
+    path = record(args.profile, result.out / "src" / "results", args.dest, command=command)
+    print(f"recorded {len(result.runs)} notebook(s) of profile {args.profile} in {path.parent}")
+    return 0
+
+
 def _presets() -> int:
     from .drift import PRESETS, make_drift_model
 
@@ -187,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        commands = {"sweep": _sweep, "book": _book, "presets": lambda a: _presets(),
+        commands = {"sweep": _sweep, "train": _train, "book": _book, "record": _record, "presets": lambda a: _presets(),
                     "profiles": lambda a: _profiles(), "methods": lambda a: _methods()}
         return commands[args.command](args)
     except RramlibError as exc:

@@ -1,12 +1,14 @@
 """Run a sweep's independent tasks on a Dask cluster (the optional extra ``rramlib[cluster]``).
 
 A sweep is made of independent pieces of work, each already keyed in the content-addressed cache
-(:mod:`rramlib.cache`): the base model, one fit per method, and one evaluation per (method, evaluation
-chip). :func:`fill_cache` runs them as Dask tasks -- fits after the base model, each chip's evaluation
-after its method's fit -- and every task writes its result into the cache. :func:`run_sweep` then runs
-the ordinary in-process :func:`rramlib.experiments.run_sweep` as one last task, which finds everything
-in the cache and assembles the records, so a cluster run writes the same records as an in-process run:
-one code path computes, the cluster only decides where. A worker that dies takes only its running task
+(:mod:`rramlib.cache`): the base model, one fit per (method, drift level) for the methods that train one
+parameter set per level (:func:`rramlib.experiments.fit_level`) and one fit per method (for those methods,
+the assembly of their levels), and one evaluation per (method, evaluation chip). :func:`fill_cache` runs
+them as Dask tasks -- level fits after the base model, a method's fit after its levels, each chip's
+evaluation after its method's fit -- and every task writes its result into the cache. :func:`run_sweep`
+then runs the ordinary in-process :func:`rramlib.experiments.run_sweep` as one last task, which finds
+everything in the cache and assembles the records, so a cluster run writes the same records as an
+in-process run: one code path computes, the cluster only decides where. A worker that dies takes only its running task
 with it: Dask runs that task again elsewhere (a writer killed mid-write may leave a ``.tmp`` file, never
 an entry). The numbers are the same bit for bit whatever the number of workers, as long as every
 process computes with the same torch thread count on the same kind of hardware: torch's CPU kernels may
@@ -32,6 +34,7 @@ from pathlib import Path
 from .cache import Cache, config_hash
 from .errors import RramlibError
 from .files import temporary_environ
+from .schedule import log_windows
 
 __all__ = ["connect", "fill_cache", "local_cluster", "require_cache", "run_sweep", "slurm_cluster"]
 
@@ -156,8 +159,17 @@ def _base_task(*args) -> str:
     return _experiment(*args).base.key
 
 
+def _level_task(*args, method: str, level: int, after=None) -> tuple[str, int]:
+    """Train drift level ``level`` of the per-level ``method`` (or find it in the cache), in a fresh method."""
+    from .experiments import fit_level
+
+    exp = _experiment(*args)
+    fit_level(args[0].method(method), exp.ctx, exp.fit_key, Cache(args[2]), level)
+    return method, level
+
+
 def _fit_task(*args, method: str, after=None) -> str:
-    """Fit ``method`` (or find its fit in the cache)."""
+    """Fit ``method`` (or find its fit in the cache); a per-level method assembles its cached levels."""
     exp = _experiment(*args)
     exp.fit(method, args[0], Cache(args[2]))
     return method
@@ -208,12 +220,16 @@ def fill_cache(client, config, cache: Cache, *, schedule=None, data_root: str | 
     root = str(Path(cache.root).resolve())
     args = (config, schedule, root, data_root, download)
     tag = config_hash({"sweep": repr(config), "schedule": repr(schedule and schedule.edges), "cache": root})[:12]
+    n_levels = (schedule or log_windows(config.resolved_profile().levels)).num_levels
     base = client.submit(_base_task, *args, key=f"base-{tag}", pure=False)
-    fits = {m: client.submit(_fit_task, *args, method=m, after=base, key=f"fit-{m}-{tag}", pure=False)
+    levels = {m: [client.submit(_level_task, *args, method=m, level=k, after=base, key=f"level-{m}-{k}-{tag}",
+                                pure=False) for k in range(n_levels)] if config.method(m).trains_per_level() else []
+              for m in config.methods}
+    fits = {m: client.submit(_fit_task, *args, method=m, after=levels[m] or base, key=f"fit-{m}-{tag}", pure=False)
             for m in config.methods}
     evals = [client.submit(_eval_task, *args, method=m, seed=s, after=fits[m], key=f"eval-{m}-{s}-{tag}", pure=False)
              for m in config.methods for s in config.chip_seeds()]
-    futures = [base, *fits.values(), *evals]
+    futures = [base, *(f for fs in levels.values() for f in fs), *fits.values(), *evals]
     for future in tqdm(distributed.as_completed(futures), total=len(futures), desc="cluster tasks",
                        disable=not progress, unit="task"):
         future.result()  # raises the task's own error, e.g. a RramlibError from bad data

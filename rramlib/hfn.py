@@ -439,15 +439,15 @@ def accuracy_over_time(source: nn.Module | Method, drift: DriftModel | str | Non
 #: HFN's crossbar holds random signed constants by definition (its only learned state is the digital mask).
 NOT_FOR_HFN = {
     "noise_aware": "trains the weights with drift injected; an HFN's weights are random and never trained",
-    "retrain": "rewrites the RRAM with trained weights, which turns the HFN into a dense network",
+    "offline_correction": "adds trained full-rank weights to the RRAM's, which turns the HFN into a dense network",
 }
 
 
 def check_hfn_method(name: str) -> str:
     """``name`` if it is a compensation method that applies to an HFN (see :data:`NOT_FOR_HFN`)."""
-    from .compensation import METHODS
+    from .compensation import check_method
 
-    check_choice("method", name, METHODS)
+    check_method(name)
     if name in NOT_FOR_HFN:
         raise RramlibError(f"method {name!r} does not apply to a Hidden-Fold Network: {NOT_FOR_HFN[name]}")
     return name

@@ -58,9 +58,9 @@ def _preset(v, name="preset"):
 
 
 def _method(v, name="method"):
-    from .compensation import METHODS
+    from .compensation import check_method
 
-    return check_choice("method", v, METHODS)
+    return check_method(v)
 
 
 def _model(v, name="model"):
@@ -74,6 +74,12 @@ def _time(v, name="time"):
 
     parse_time(v)
     return v
+
+
+def _trained_methods() -> list[str]:
+    from .tuning import trained_methods
+
+    return trained_methods()
 
 
 def _int(low: int) -> Callable:
@@ -134,6 +140,17 @@ def _crossbar(v, name="crossbar"):
     return check_choice(name, v, CROSSBARS)
 
 
+def _scheduler(v, name="scheduler"):
+    """None (sweeps run in the notebook's process) or a Dask scheduler address, e.g. ``tcp://host:8786``."""
+    import re
+
+    address = r"(tcp|tls|ucx|inproc|ws|wss)://\S+|[^\s:/]+:\d+"  # Dask's protocol://host:port, or host:port
+    if v is not None and not (isinstance(v, str) and re.fullmatch(address, v)):
+        raise RramlibError(f"{name} must be the address of a Dask scheduler, such as tcp://host:8786, or None; "
+                           f"got {v!r}")
+    return v
+
+
 @dataclass(frozen=True)
 class Parameter:
     """What a notebook parameter name means: a check per value, list or not, a default per profile."""
@@ -159,6 +176,7 @@ PARAMETERS: dict[str, Parameter] = {
     "drift_scale": Parameter(_nonneg),
     "drift_scales": Parameter(_nonneg, is_list=True),
     "crossbar": Parameter(_crossbar),
+    "scheduler": Parameter(_scheduler),  # where sweeps run (rramlib.cluster); results do not depend on it
     "dac_bits": Parameter(_int(2), is_list=True, default=_by_profile([5, 7], [4, 5, 6, 7, 8]), empty_ok=False),
     "adc_bits": Parameter(_int(2), is_list=True, default=_by_profile([7, 9], [5, 6, 7, 8, 9, 10]), empty_ok=False),
     "out_noises": Parameter(_nonneg, is_list=True, default=_by_profile([0.0, 0.06], [0.0, 0.03, 0.06, 0.12, 0.24]),
@@ -182,8 +200,11 @@ PARAMETERS: dict[str, Parameter] = {
     "dense_points": Parameter(_int(2), default=_by_profile(7, 25)),
     "run_greedy": Parameter(_bool),
     "greedy_tolerance": Parameter(_nonneg),
+    "val_chips": Parameter(_int(1)),  # validation chips (rramlib.seeding.validation_chips) that choose hyper-parameters
+    "tuned_methods": Parameter(_method, is_list=True, default=lambda profile: _trained_methods(), empty_ok=False),
     "extra_models": Parameter(_model, is_list=True),
     "extra_profile": Parameter(_profile),
+    "mac_models": Parameter(_model, is_list=True),
     "ranks": Parameter(_int(1), is_list=True, empty_ok=False),
     "sharings": Parameter(_sharing, is_list=True, empty_ok=False),
     "kd_weights": Parameter(_nonneg, is_list=True, empty_ok=False),
@@ -232,7 +253,8 @@ class Notebook:
         self.name = name
         self.p = SimpleNamespace(**params)
         self.profile = get_profile(params.get("profile", "quick"))
-        shown = {k: ("(given)" if k == "data_root" and v is not None else v) for k, v in params.items()}
+        shown = {k: ("(given)" if k == "data_root" and v is not None else v) for k, v in params.items()
+                 if k != "scheduler"}  # where the sweeps ran does not change a result
         self.report = Report(name, params=shown, out_dir=params.get("out_dir", "results"))
         self.cache = Cache(default_cache_dir())
 
@@ -260,19 +282,38 @@ class Notebook:
         return SweepConfig(profile=profile or self.profile.name, preset=preset or p.get("preset", "ibm_cmo_reram"),
                            methods=tuple(methods), drift_params=drift, **fields)
 
-    def sweep(self, config) -> dict:
-        """:func:`~rramlib.experiments.run_sweep` through the shared cache; the result's key goes in the footers."""
-        from .experiments import run_sweep
+    def sweep(self, config, *, schedule=None) -> dict:
+        """:func:`~rramlib.experiments.run_sweep` through the shared cache, with its fits and evaluations computed on
+        the Dask cluster at the ``scheduler`` parameter if one is given (:func:`rramlib.cluster.run_sweep`: the same
+        records); ``schedule`` replaces the profile's drift levels. The result's key goes in the footers."""
+        scheduler = getattr(self.p, "scheduler", None)
+        if scheduler is None:
+            from .experiments import run_sweep
 
-        return self.report.uses(run_sweep(config, data_root=getattr(self.p, "data_root", None), cache=self.cache,
-                                          progress=False))
+            result = run_sweep(config, schedule=schedule, data_root=self.data_root(), cache=self.cache, progress=False)
+        else:
+            from . import cluster
+
+            with cluster.connect(scheduler=scheduler) as client:
+                result = cluster.run_sweep(config, client, schedule=schedule, data_root=self.data_root(),
+                                           cache=self.cache, progress=False)
+        return self.report.uses(result)
 
     def base_model(self, profile=None):
         """The profile's trained base model (:func:`~rramlib.experiments.train_base_model`, cached)."""
         from .experiments import train_base_model
 
-        return train_base_model(profile or self.profile, data_root=getattr(self.p, "data_root", None),
-                                cache=self.cache, progress=False)
+        profile = profile or self.profile
+        base = train_base_model(profile, data_root=self.data_root(), cache=self.cache, progress=False)
+        self.report.data_source({"dataset": profile.dataset, **base.splits.info.get("source", {})})
+        return base
+
+    def data_root(self) -> str | None:
+        """The ``data_root`` parameter, else ``$RRAMLIB_DATA_ROOT`` (so every notebook finds the CIFAR folder of
+        ``make book PROFILE=cifar DATA_ROOT=...``, whether it declares ``data_root`` or not)."""
+        import os
+
+        return getattr(self.p, "data_root", None) or os.environ.get("RRAMLIB_DATA_ROOT") or None
 
     def parameter_table(self):
         """The parameters in use as a two-column table (stored as the report's ``parameters`` table)."""
@@ -291,6 +332,11 @@ def start(name: str, **params) -> Notebook:
     from .plotting import use_style
 
     checked = check_parameters(params)
+    if checked.get("scheduler") is not None:  # unreachable: one clear error now, before any heavy work
+        from . import cluster
+
+        with cluster.connect(scheduler=checked["scheduler"]):
+            pass
     warnings.simplefilter("ignore", TqdmWarning)  # "IProgress not found": notebooks show no progress bars
     use_style()
     return Notebook(name, checked)

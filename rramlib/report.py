@@ -50,7 +50,10 @@ class Report:
         self.numbers: dict[str, object] = {}
         self.tables: dict[str, list[dict]] = {}
         self.figures: list[str] = []
+        #: per figure, its smallest text (less the footer) as the book shows it, in CSS px (plotting.displayed_text_px)
+        self.figure_text_px: dict[str, float] = {}
         self.cache_keys: set[str] = set()
+        self.data_sources: list[dict] = []
         self._start = time.perf_counter()
         self._cpu_start = time.process_time()
         self.commit = git_commit()
@@ -60,7 +63,15 @@ class Report:
         key = result.get("metadata", {}).get("config_hash")
         if key:
             self.cache_keys.add(key[:12])
+        self.data_source(result.get("metadata", {}).get("data_source"))
         return result
+
+    def data_source(self, source: dict | None) -> None:
+        """Note where the data came from (``DatasetSplits.info["source"]``: format, file-list hash ...);
+        stored in the results file, so a recorded build names its data (:mod:`rramlib.recorded`)."""
+        source = {k: v for k, v in (source or {}).items() if k != "root"}  # a folder of this machine: not kept
+        if source and source not in self.data_sources:
+            self.data_sources.append(source)
 
     def number(self, key: str, value, fmt: str = "{:.4g}"):
         """Glue ``value`` under ``key`` and store it; returns the formatted text (for printing)."""
@@ -85,8 +96,12 @@ class Report:
 
     def figure(self, fig, key: str):
         """Save ``fig`` as PNG and PDF with the provenance footer; returns the figure."""
-        fig.text(0.01, 0.005, self.footer(), fontsize=5.5, color="#666666", ha="left", va="bottom", wrap=True)
+        from .plotting import displayed_text_px
+
+        footer = fig.text(0.01, 0.005, self.footer(), fontsize=5.5, color="#666666", ha="left", va="bottom", wrap=True)
         fig.subplots_adjust(bottom=max(fig.subplotpars.bottom, 0.16))
+        self.figure_text_px[key] = min((px for px, text in displayed_text_px(fig) if text != footer.get_text()),
+                                       default=None)
         for ext in ("png", "pdf"):
             fig.savefig(self.out_dir / "figures" / f"{key}.{ext}", bbox_inches="tight")
         self.figures.append(key)
@@ -101,7 +116,8 @@ class Report:
         self.number(f"{self.notebook}_peak_rss_mb", rss)
         payload = {
             "notebook": self.notebook, "params": self.params, "numbers": self.numbers, "tables": self.tables,
-            "figures": self.figures, "cache_keys": sorted(self.cache_keys), "runtime_s": runtime, "cpu_s": cpu,
+            "figures": self.figures, "cache_keys": sorted(self.cache_keys), "data_sources": self.data_sources,
+            "figure_text_px": self.figure_text_px, "runtime_s": runtime, "cpu_s": cpu,
             "peak_rss_mb": rss, "rramlib_version": __version__, "git_commit": self.commit, "machine": machine(),
         }
         atomic_write(self.out_dir / f"{self.notebook}.json", json.dumps(payload, indent=1, default=_plain))

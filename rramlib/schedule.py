@@ -4,7 +4,10 @@ The VeRA+ study trains one small parameter set per drift level offline and, in t
 field, selects the set by elapsed time. The abstract does not give the windows; the
 default here (our choice) splits [1 s, 10 years] into K windows of equal width in
 log time. :func:`greedy_windows` is the ablation that grows a window while a
-quality measure stays within a tolerance.
+quality measure stays within a tolerance; the measure must be computed on held-out data
+(:func:`rramlib.experiments.greedy_schedule` uses the validation split read through
+validation chips, never the training chips a set was fitted on, the evaluation chips or
+the test split), or the windows would be chosen on the numbers they are judged by.
 """
 from __future__ import annotations
 
@@ -87,9 +90,10 @@ def greedy_windows(
 ) -> Schedule:
     """Grow each window over ``candidates`` (increasing times) while ``quality(lo, hi) >= -tolerance``.
 
-    ``quality(lo, hi)`` scores one parameter set serving the whole window (e.g. accuracy at ``hi`` of a set
-    trained for ``[lo, hi)`` minus drift-free accuracy); a window closes at the last candidate edge that still
-    scores within ``tolerance``. Always returns at least one window and covers all candidates.
+    ``quality(lo, hi)`` scores one parameter set serving the whole window (e.g. validation accuracy at ``hi``,
+    on validation chips, of a set trained for ``[lo, hi)``, minus the drift-free validation accuracy); a window
+    closes at the last candidate edge that still scores within ``tolerance``. Always returns at least one
+    window and covers all candidates.
     """
     times = [check_time(t) for t in candidates]
     if len(times) < 2 or any(a >= b for a, b in zip(times, times[1:])):

@@ -15,7 +15,8 @@ A single seed that feeds a single stream (a method's probe vectors, the base mod
 used as it is.
 
 Chips: training and calibration use chip numbers ``0 .. n-1`` (:func:`train_chips`), evaluation uses
-``EVAL_CHIP_BASE + i`` (:func:`eval_chips`); both functions refuse a count that would let the ranges meet.
+``EVAL_CHIP_BASE + i`` (:func:`eval_chips`) and hyper-parameter selection ``VALIDATION_CHIP_BASE + i``
+(:func:`validation_chips`); the functions refuse a count that would let two ranges meet.
 """
 from __future__ import annotations
 
@@ -24,14 +25,16 @@ import torch
 
 from .errors import RramlibError, check_choice
 
-__all__ = ["EVAL_CHIP_BASE", "PURPOSES", "SCHEME", "check_root_seed", "derive_seed", "generator", "train_chips",
-           "eval_chips"]
+__all__ = ["EVAL_CHIP_BASE", "VALIDATION_CHIP_BASE", "PURPOSES", "SCHEME", "check_root_seed", "derive_seed", "generator", "train_chips",
+           "eval_chips", "validation_chips"]
 
 #: Name of this scheme, part of every fitted method's cache key (change it when a derivation changes).
 SCHEME = "seedsequence-v1"
 
 #: Evaluation chips are numbered from here; training and calibration chips lie below.
 EVAL_CHIP_BASE = 10_000
+#: Validation chips (held out from training and evaluation, for choosing hyper-parameters) are numbered from here.
+VALIDATION_CHIP_BASE = 2 * EVAL_CHIP_BASE
 
 #: Purpose name -> number in the spawn key. Append new purposes; never renumber (stream seeds would change).
 PURPOSES: dict[str, int] = {
@@ -111,3 +114,9 @@ def train_chips(n: int) -> range:
 def eval_chips(n: int) -> range:
     """Chip numbers for evaluation: ``EVAL_CHIP_BASE .. EVAL_CHIP_BASE + n - 1``, never a training chip."""
     return range(EVAL_CHIP_BASE, EVAL_CHIP_BASE + _check_count("evaluation", n))
+
+
+def validation_chips(n: int) -> range:
+    """Chip numbers for choosing hyper-parameters: ``VALIDATION_CHIP_BASE .. VALIDATION_CHIP_BASE + n - 1``,
+    never a training or an evaluation chip."""
+    return range(VALIDATION_CHIP_BASE, VALIDATION_CHIP_BASE + _check_count("validation", n))

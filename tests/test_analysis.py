@@ -110,3 +110,75 @@ def test_switch_jumps_reads_the_nearest_times():
     assert jumps["from"].tolist() == ["level0", "level1"] and jumps["to"].tolist() == ["level1", "level2"]
     assert jumps["change"].tolist() == pytest.approx([0.2, -0.05])
     assert switch_jumps(table, "vera_plus", [1.0, 1000.0]).empty  # one level: no switch
+
+
+def sweep_like(accs_by_method, chips=(0, 1), free=0.9, config_hash="h"):
+    """A run_sweep-shaped result: accs_by_method[method] = per-chip accuracies at one time "10y"."""
+    records = [{"method": "drift_free", "time_s": None, "time_label": None, "chip_seed": None, "accuracy": free}]
+    for m, accs in accs_by_method.items():
+        records += [{"method": m, "time_s": 3e8, "time_label": "10y", "chip_seed": c, "accuracy": a}
+                    for c, a in zip(chips, accs)]
+    info = {m: {"method": m, "storage": {"total_bytes_fp32": 8.0, "bytes_per_level_fp32": 2.0, "levels": 4,
+                                         "online": m == "dora"}, "extra_macs_ratio": 0.0, "fit_time_s": 1.0}
+            for m in accs_by_method}
+    meta = {"drift_free_accuracy": free, "methods": list(accs_by_method), "method_info": info,
+            "chip_seeds": list(chips), "config_hash": config_hash, "preset": "p"}
+    return {"metadata": meta, "records": records}
+
+
+def test_combine_sweeps_renames_one_method_of_each_variant_sweep():
+    from rramlib.analysis import accuracy_table, combine_sweeps
+
+    main = sweep_like({"none": [0.5, 0.7], "bn": [0.8, 0.8]})
+    layer, cross = sweep_like({"vera_plus": [0.7, 0.8]}), sweep_like({"none": [0.1, 0.1], "vera_plus": [0.6, 0.9]})
+    both = combine_sweeps(main, {"vera_plus_layer": (layer, "vera_plus"), "vera_plus_cross": (cross, "vera_plus")})
+    assert both["metadata"]["methods"] == ["none", "bn", "vera_plus_layer", "vera_plus_cross"]
+    assert both["metadata"]["method_info"]["vera_plus_cross"]["method"] == "vera_plus"
+    table = accuracy_table(both).set_index("method")
+    assert table.loc["vera_plus_layer", "mean"] == pytest.approx(0.75)
+    assert table.loc["vera_plus_cross", "mean"] == pytest.approx(0.75)
+    # "recovered" is taken against the MAIN sweep's uncompensated chip (0.6), not the variant sweep's "none"
+    assert table.loc["vera_plus_cross", "recovered"] == pytest.approx((0.75 - 0.6) / (0.9 - 0.6))
+    assert len(main["records"]) == 5 and main["metadata"]["methods"] == ["none", "bn"]  # inputs left as they were
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"config_hash": "other"}, "config_hash"), ({"drift_free_accuracy": 0.8}, "drift_free_accuracy"),
+    ({"chip_seeds": [0, 2]}, "chip_seeds"),
+])
+def test_combine_sweeps_refuses_sweeps_that_are_not_like_for_like(change, match):
+    from rramlib.analysis import combine_sweeps
+    from rramlib.errors import RramlibError
+
+    main, other = sweep_like({"none": [0.5, 0.7]}), sweep_like({"vera_plus": [0.7, 0.8]})
+    other["metadata"].update(change)
+    with pytest.raises(RramlibError, match=match):
+        combine_sweeps(main, {"v": (other, "vera_plus")})
+    with pytest.raises(RramlibError, match="already"):
+        combine_sweeps(main, {"none": (sweep_like({"vera_plus": [0.7, 0.8]}), "vera_plus")})
+    with pytest.raises(RramlibError, match="no method"):
+        combine_sweeps(main, {"v": (sweep_like({"lora": [0.7, 0.8]}), "vera_plus")})
+
+
+def test_dora_is_marked_online_per_chip_in_t1_and_pareto():
+    from rramlib.analysis import FITTING, pareto_table, time_table, time_table_display
+
+    result = sweep_like({"none": [0.5, 0.7], "dora": [0.85, 0.85], "vera_plus": [0.8, 0.8]})
+    methods = ["none", "dora", "vera_plus"]
+    t1 = time_table(result, methods, ["10y"]).set_index("method")
+    assert t1.loc["dora", "fitted"] == FITTING["dora"] and "online, per chip" in FITTING["dora"]
+    assert t1.loc["vera_plus", "fitted"].startswith("offline")
+    shown = time_table_display(t1.reset_index(), methods, ["10y"])
+    assert shown["fitted"].tolist() == [FITTING["none"], FITTING["dora"], FITTING["vera_plus"], ""]
+    assert pareto_table(result, methods, "10y").set_index("method").loc["dora", "fitted"] == FITTING["dora"]
+
+
+def test_combine_sweeps_adds_up_wall_time_and_cache_counts():
+    from rramlib.analysis import combine_sweeps
+
+    main, other = sweep_like({"none": [0.5, 0.7]}), sweep_like({"vera_plus": [0.7, 0.8]})
+    main["metadata"].update(wall_time_s=2.0, cache={"hits": 1, "misses": 2})
+    other["metadata"].update(wall_time_s=0.5, cache={"hits": 3, "misses": 0})
+    meta = combine_sweeps(main, {"v": (other, "vera_plus")})["metadata"]
+    assert meta["wall_time_s"] == 2.5 and meta["cache"] == {"hits": 4, "misses": 2}
+    assert main["metadata"]["wall_time_s"] == 2.0

@@ -1,7 +1,8 @@
 """The smoke book as a reader sees it, in a real headless Chromium (Playwright driving the system browser).
 
 Every page of the built book is opened once (viewport 1400 × 900) and checked: no console error, no raw
-TeX left after MathJax, every image loaded, nothing wider than the text column unless inside a
+TeX left after MathJax, every image loaded, figures shown at their own size (their smallest text, recorded
+in the results files, at least the body text's size), nothing wider than the text column unless inside a
 horizontally scrolling box, every internal link and anchor resolves; the search page finds "VeRA"; the
 claims and comparison pages show their first table or figure above the fold (screenshots are saved next to
 the build, in ``<out>/screenshots``).
@@ -14,6 +15,7 @@ Debian's package when it is missing); without one these tests are skipped, sayin
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -89,7 +91,14 @@ async () => {
   const text = column.cloneNode(true);
   text.querySelectorAll("pre, code, script, style, mjx-container, .highlight, textarea").forEach(e => e.remove());
   const unrendered = [...column.querySelectorAll(".math")].filter(e => !e.querySelector("mjx-container")).length;
+  const paragraph = column.querySelector("p");
   return {
+    bodyPx: paragraph ? parseFloat(getComputedStyle(paragraph).fontSize) : null,
+    columnPx: column.clientWidth - parseFloat(getComputedStyle(column).paddingLeft)
+              - parseFloat(getComputedStyle(column).paddingRight),
+    shrunk: [...column.querySelectorAll("img")].filter(i => i.naturalWidth > 0 && i.getBoundingClientRect().width < i.naturalWidth - 1)
+                  .map(i => `${i.getAttribute("src")} shown ${Math.round(i.getBoundingClientRect().width)} px wide, ` +
+                            `it is ${i.naturalWidth} px`),
     text: text.textContent,
     unrenderedMath: unrendered,
     brokenImages: images.filter(i => !(i.naturalWidth > 0)).map(i => i.getAttribute("src")),
@@ -144,6 +153,29 @@ def test_every_image_loaded(pages):
 
 def test_nothing_wider_than_the_text_column(pages):
     _each(pages, lambda f: f["wide"] + (["the page scrolls sideways"] if f["pageScrollsSideways"] else []))
+
+
+def test_figures_are_shown_at_their_own_size_beside_body_text_of_the_assumed_size(pages):
+    """What ``rramlib.plotting.displayed_text_px`` assumes of the page: body text of ``BODY_PX``, a column of at
+    least ``COLUMN_PX``, and every figure shown at its own size (not shrunk to the column)."""
+    from rramlib.plotting import BODY_PX, COLUMN_PX
+
+    _each(pages, lambda f: f["shrunk"] + ([f"body text is {f['bodyPx']} px, not {BODY_PX}"]
+                                          if f["bodyPx"] not in (None, BODY_PX) else [])
+          + ([f"the text column is {f['columnPx']:.0f} px, under {COLUMN_PX}"] if f["columnPx"] < COLUMN_PX else []))
+
+
+def test_figure_text_at_least_body_text(html_dir):
+    """Every notebook figure's smallest text, as the book shows it (recorded by ``Report.figure`` in the
+    results files), is at least the body text's size."""
+    from rramlib.plotting import BODY_PX
+
+    recorded = {}
+    for path in sorted((html_dir.parents[1] / "results").glob("*.json")):
+        recorded.update(json.loads(path.read_text()).get("figure_text_px", {}))
+    assert recorded, "no figure sizes recorded in the results files"
+    small = {key: round(px, 1) for key, px in recorded.items() if px is None or px < BODY_PX}
+    assert not small, f"figures with text smaller than the body text ({BODY_PX} px): {small}"
 
 
 def test_internal_links_resolve(pages, html_dir):

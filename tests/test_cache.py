@@ -168,3 +168,39 @@ def test_temporary_environ_sets_unsets_and_restores(monkeypatch):
         pass
     assert (os.environ["RRAMLIB_T_KEEP"], os.environ["RRAMLIB_T_DROP"]) == ("old", "there")
     assert "RRAMLIB_T_NEW" not in os.environ
+
+
+def test_module_closure_follows_relative_imports_only():
+    from rramlib.cache import module_closure
+
+    closure = module_closure(("train",))
+    assert {"", "train", "data", "evaluate", "errors", "seeding"} <= set(closure)  # train -> data -> seeding ...
+    assert not {m for m in closure if m.startswith(("compensation", "drift", "book"))}  # nothing it does not import
+    assert "compensation.lora" in module_closure(("compensation",))  # a package brings the modules it imports
+    with pytest.raises(ValueError, match="no module 'nonexistent'"):
+        module_closure.__wrapped__(("nonexistent",))
+
+
+def test_model_digest_follows_only_the_modules_training_depends_on(tmp_path):
+    from rramlib.cache import source_digest
+    from rramlib.experiments import MODEL_SOURCES
+
+    root = _package_copy(tmp_path)
+    before = source_digest.__wrapped__(root, MODEL_SOURCES)
+    whole = source_digest.__wrapped__(root)
+    drift = root / "drift" / "ibm_pcm.py"
+    drift.write_text(drift.read_text() + "\n# an edit of a drift model\n")
+    assert source_digest.__wrapped__(root, MODEL_SOURCES) == before  # the trained model stays valid
+    assert source_digest.__wrapped__(root) != whole  # sweeps do not
+    seeding = root / "seeding.py"  # imported by data.py: the training depends on it
+    seeding.write_text(seeding.read_text() + "\n# an edit\n")
+    assert source_digest.__wrapped__(root, MODEL_SOURCES) != before
+
+
+def test_get_or_compute_keys_by_the_given_sources(tmp_path):
+    cache = Cache(tmp_path)
+    compute, calls = counting({"accuracy": 0.5})
+    cache.get_or_compute("model", {"a": 1}, compute, sources="digest-1")
+    cache.get_or_compute("model", {"a": 1}, compute, sources="digest-1")
+    cache.get_or_compute("model", {"a": 1}, compute, sources="digest-2")
+    assert len(calls) == 2

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from rramlib.cache import Cache
 from rramlib.errors import RramlibError
@@ -27,6 +28,9 @@ CONFIG = SweepConfig(profile="smoke", preset="ibm_pcm", methods=("none", "vera_p
                      method_params={"vera_plus": {"steps": 10}},
                      profile_overrides={"train": dataclasses.replace(get_profile("smoke").train, epochs=2)})
 TIMING = {"wall_time_s", "peak_rss_mb", "cache", "fit_time_s"}
+#: One task per (per-level method, drift level): vera_plus trains one vector set per level of the smoke profile.
+LEVEL_TASKS = get_profile("smoke").levels
+N_TASKS = 1 + LEVEL_TASKS + len(CONFIG.methods) * (1 + len(CONFIG.chip_seeds()))
 
 
 def _diff(a: str, b: str) -> str:
@@ -74,8 +78,30 @@ def test_two_local_workers_give_the_in_process_records(in_process, tmp_path):
     assert ours == theirs, _diff(theirs, ours)
     # the workers computed everything; the client only read the cache
     assert result["metadata"]["cache"]["misses"] == 0
-    n_tasks = 1 + len(CONFIG.methods) * (1 + len(CONFIG.chip_seeds()))
-    assert _entries_intact(tmp_path) == n_tasks  # one model, one fit per method, one entry per (method, chip)
+    # one model, one entry per (method, level) for vera_plus, one fit per method, one entry per (method, chip)
+    assert _entries_intact(tmp_path) == N_TASKS
+    # vera_plus's levels, fitted as separate tasks in the workers, assemble to the in-process fit bit for bit
+    for kind in ("fit_level", "fit"):
+        paths = sorted((in_process["cache_root"] / kind).glob("*.pt"))
+        assert paths and [p.name for p in paths] == sorted(p.name for p in (tmp_path / kind).glob("*.pt"))
+        for path in paths:
+            ours, theirs = Cache(tmp_path).load(kind, path.stem), Cache(in_process["cache_root"]).load(kind, path.stem)
+            _assert_same_tensors(ours["state"], theirs["state"])
+
+
+def _assert_same_tensors(a, b, path="state"):
+    if isinstance(b, torch.Tensor):
+        assert torch.equal(a, b), path
+    elif isinstance(b, dict):
+        assert list(a) == list(b), path
+        for k in b:
+            _assert_same_tensors(a[k], b[k], f"{path}/{k}")
+    elif isinstance(b, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_tensors(x, y, f"{path}/{i}")
+    else:
+        assert a == b, path
 
 
 @pytest.mark.slow
@@ -98,7 +124,7 @@ def test_a_worker_killed_mid_sweep(in_process, tmp_path):
         victim, deadline = None, time.monotonic() + 120
         while victim is None and time.monotonic() < deadline and runner.is_alive():
             for worker, keys in client.processing().items():
-                if any(str(k).startswith(("fit-vera_plus", "eval-")) for k in keys):
+                if any(str(k).startswith(("level-vera_plus", "fit-vera_plus", "eval-")) for k in keys):
                     victim = worker
                     break
             time.sleep(0.01)
@@ -106,7 +132,7 @@ def test_a_worker_killed_mid_sweep(in_process, tmp_path):
         os.kill(pids[victim], 9)
         runner.join(timeout=180)
         assert not runner.is_alive() and "error" not in done, done
-        assert done["n"] == 1 + len(CONFIG.methods) * (1 + len(CONFIG.chip_seeds()))
+        assert done["n"] == N_TASKS
     _entries_intact(tmp_path)
     result = run_sweep(CONFIG, cache=cache, progress=False)
     assert result["metadata"]["cache"]["misses"] == 0
@@ -136,7 +162,7 @@ def test_unreachable_scheduler_fails_fast():
     assert time.monotonic() - start < 30
 
 
-def _cli(*args, cwd, timeout=120):
+def _cli(*args, cwd, timeout=600):  # generous: the subprocess imports torch on a loaded machine
     code = "import sys; from rramlib.cli import main; rc = main(sys.argv[1:]); " \
            "print('DASK', any(m.split('.')[0] in ('dask', 'distributed') for m in sys.modules)); sys.exit(rc)"
     env = {**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}
@@ -213,3 +239,30 @@ def test_slurm_job_script_renders(tmp_path):
     assert "export OMP_NUM_THREADS=8" in lines
     worker = next(l for l in lines if "distributed.cli.dask_worker" in l)
     assert "tcp://127.0.0.1:" in worker and "--nthreads 1" in worker and "--nanny" in worker
+
+
+# ------------------------------------------------------------------ the notebooks' scheduler parameter
+def test_notebook_with_an_unreachable_scheduler_fails_at_start(tmp_path, monkeypatch):
+    from rramlib.notebook import start
+
+    monkeypatch.setenv("DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT", "2s")
+    with pytest.raises(RramlibError, match="cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'"):
+        start("02_drift_impact", profile="smoke", out_dir=str(tmp_path), scheduler="tcp://127.0.0.1:9")
+
+
+@pytest.mark.slow
+def test_notebook_sweeps_on_its_scheduler(in_process, tmp_path, monkeypatch):
+    """``nb.sweep`` with the ``scheduler`` parameter: its fits and evaluations run on that cluster (one worker with
+    one thread here), and the records are those of the in-process sweep."""
+    from rramlib.notebook import start
+
+    monkeypatch.setenv("RRAMLIB_CACHE", str(tmp_path / "cache"))
+    shutil.copytree(in_process["cache_root"] / "model", tmp_path / "cache" / "model")
+    with cluster.local_cluster(1, threads=1) as local:
+        nb = start("02_drift_impact", profile="smoke", out_dir=str(tmp_path / "results"),
+                   scheduler=local.scheduler_address)
+        assert "scheduler" not in nb.report.params  # where it ran is not part of a result
+        result = nb.sweep(CONFIG)
+    assert result["metadata"]["cache"]["misses"] == 0  # assembled from what the worker's tasks computed
+    assert _without_timing(result) == _without_timing({k: in_process[k] for k in ("metadata", "records")})
+    assert _entries_intact(tmp_path / "cache") == N_TASKS  # computed by the worker, into the notebook's cache

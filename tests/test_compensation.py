@@ -11,7 +11,7 @@ from rramlib.analog import rram_layers
 from rramlib.cache import Cache
 from rramlib.compensation import (METHODS, DoRACalibrationConfig, FitContext, LoRAMethodConfig, Method,
                                   VeraPlusMethodConfig, drift_injected_training, make_method)
-from rramlib.compensation.dora_calibration import dora_values
+from rramlib.compensation.dora_calibration import dora_values, stratified_pick
 from rramlib.errors import RramlibError
 from rramlib.evaluate import accuracy
 from rramlib.experiments import SweepConfig, fit_method, run_sweep, train_base_model
@@ -38,12 +38,12 @@ VARIANTS = {
     "vera_plus": ("vera_plus", {"steps": 10}),
     "vera_plus_cross": ("vera_plus", {"steps": 10, "sharing": "cross"}),
     "vera_plus_kd": ("vera_plus", {"steps": 10, "kd_weight": 0.5}),
-    "retrain": ("retrain", {"steps": 10}),
+    "offline_correction": ("offline_correction", {"steps": 10}),
     "dora": ("dora", {"steps": 5}),
     "noise_aware": ("noise_aware", {"epochs": 1}),
     "reprogram": ("reprogram", {}),
 }
-PER_LEVEL = ["bn", "bn_finetune", "lora", "vera_plus", "vera_plus_cross", "vera_plus_kd", "retrain"]
+PER_LEVEL = ["bn", "bn_finetune", "lora", "vera_plus", "vera_plus_cross", "vera_plus_kd", "offline_correction"]
 
 
 def make(label):
@@ -146,8 +146,8 @@ def test_sram_tensors_are_what_storage_counts(fitted, label):
     assert calibration == storage.calibration_values and (calibration > 0) == storage.online
 
 
-@pytest.mark.parametrize("label", ["scale", "bn", "bn_finetune", "lora", "vera_plus", "vera_plus_cross", "retrain",
-                                   "reprogram"])
+@pytest.mark.parametrize("label", ["scale", "bn", "bn_finetune", "lora", "vera_plus", "vera_plus_cross",
+                                   "offline_correction", "reprogram"])
 def test_sram_tensors_are_live(fitted, base, label):
     """Writing into the tensors read at t changes the output at t; writing the old values back restores it."""
     method = fitted[0][label]
@@ -189,7 +189,7 @@ def test_the_level_switch_selects_the_other_set(fitted, base, label):
     {"name": "magic"}, {"name": "vera_plus", "colour": 1}, {"name": "vera_plus", "sharing": "all"},
     {"name": "vera_plus", "steps": "many"}, {"name": "scale", "mode": "row"}, {"name": "dora", "budget": -1.0},
     {"name": "vera_plus", "rank": 0}, {"name": "lora", "rank": -2}, {"name": "vera_plus", "kd_weight": -1.0},
-    {"name": "lora", "steps": 0}, {"name": "retrain", "lr": 0.0}, {"name": "bn", "finetune_steps": -1},
+    {"name": "lora", "steps": 0}, {"name": "offline_correction", "lr": 0.0}, {"name": "bn", "finetune_steps": -1},
     {"name": "bn", "batches": 2.0}, {"name": "scale", "n_probe": 0}, {"name": "dora", "sensitivity_time": "soon"},
     {"name": "dora", "sensitivity_chips": 0}, {"name": "noise_aware", "epochs": True},
     {"name": "vera_plus", "seed": -1}, {"name": "lora", "init_seed": 2**63}, {"name": "none", "rank": 4},
@@ -299,7 +299,8 @@ def test_dora_sensitivity_is_the_logit_mse_of_one_drifted_layer(fitted, base):
     method = fitted[0]["dora"]
     p = method.hparams
     ctx = context(base)
-    x = base.splits.calib.tensors[0][:p.n_samples]
+    x, y = base.splits.calib.tensors
+    x = x[stratified_pick(y, p.n_samples)]  # the calibration images DoRA uses
     with torch.no_grad(), eval_mode(base.model):
         reference = base.model(x)
     t = parse_time(p.sensitivity_time)
@@ -414,7 +415,7 @@ def test_storage_hand_counts_on_the_smoke_model(fitted, base):
     assert fitted["vera_plus_cross"].storage().values_per_level == max(m.weight.shape[0] for m in layers) + r
     assert fitted["bn"].storage().values_per_level == 2 * bn_features
     assert fitted["bn_finetune"].storage().values_per_level == 4 * bn_features
-    assert fitted["retrain"].storage().values_per_level == sum(m.weight.numel() for m in layers)
+    assert fitted["offline_correction"].storage().values_per_level == sum(m.weight.numel() for m in layers)
     rl = fitted["lora"].params["rank"]
     assert fitted["lora"].storage().values_per_level == sum(rl * (m.weight[0].numel() + m.weight.shape[0]) for m in layers)
     assert fitted["lora_1x1"].storage().values_per_level == sum(rl * (m.weight.shape[1] + m.weight.shape[0])
@@ -426,7 +427,7 @@ def test_storage_hand_counts_on_the_smoke_model(fitted, base):
     hooks = [base.model.get_submodule(n).register_forward_hook(
         lambda m, i, o, n=n: features.__setitem__(n, o.numel())) for n in dora.layers_]
     with torch.no_grad(), eval_mode(base.model):
-        base.model(base.splits.calib.tensors[0][:dora.hparams.n_samples])
+        base.model(base.splits.calib.tensors[0][stratified_pick(base.splits.calib.tensors[1], dora.hparams.n_samples)])
     for h in hooks:
         h.remove()
     targets = sum(features.values())
@@ -451,3 +452,15 @@ def test_smoke_sweep_vera_plus_beats_none_and_stores_less(tmp_path):
     assert storage["vera_plus"] < storage["bn"] and storage["vera_plus"] < storage["lora"]
     levels = {r["time_label"]: r["level"] for r in result["records"] if r["method"] == "vera_plus"}
     assert levels == {"1s": "level0", "1d": "level1", "10y": "level1"}
+
+
+def test_the_old_name_retrain_points_to_offline_correction():
+    """``retrain`` was renamed (it is one correction per level for every chip, not an oracle): a clear error."""
+    from rramlib.experiments import SweepConfig
+    from rramlib.notebook import check_parameters
+
+    for call in (lambda: make_method("retrain"), lambda: SweepConfig(profile="smoke", methods=("none", "retrain")),
+                 lambda: check_parameters({"methods": ["retrain"]})):
+        with pytest.raises(RramlibError, match="'retrain' is now called 'offline_correction'"):
+            call()
+    assert make_method("offline_correction").name == "offline_correction"

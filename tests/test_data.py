@@ -368,3 +368,82 @@ def test_torchvision_augmentation_uses_a_private_seeded_rng():
     assert torch.equal(torch.rand(2), expected_next)  # global RNG neither consumed nor reseeded
     assert torch.equal(outs[0], outs[1])
     assert any(not torch.equal(outs[0], o) for o in outs[2:])
+
+
+# ---------------------------------------------------------------------- CIFAR from image folders (DESIGN §7)
+def _cifar_image_folders(root, n_train: int = 20, n_test: int = 3, size: int = 32, classes: int = 10):
+    """train/<class>/NNNN.png and test/<class>/NNNN.png with random pixels (PNG: lossless, so exact pixels
+    can be checked; the loader treats .jpg the same way). Returns {split: (x uint8 NCHW, y)} in file order."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    out = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        xs, ys = [], []
+        for label in range(classes):
+            d = root / split / f"class{label:02d}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(d / f"{i:04d}.png")
+                xs.append(pixels.transpose(2, 0, 1))
+                ys.append(label)
+        out[split] = (np.stack(xs), np.asarray(ys))
+    return out
+
+
+def test_cifar10_from_image_folders_reads_exact_pixels_with_stratified_val(tmp_path):
+    from rramlib.cache import Cache
+
+    truth = _cifar_image_folders(tmp_path / "jpeg")
+    cache = Cache(tmp_path / "cache")
+    s = load_dataset("cifar10", tmp_path / "jpeg", n_calib=10, seed=0, cache=cache)
+    assert (len(s.train), len(s.val), len(s.test), len(s.calib)) == (170, 20, 30, 10)
+    # the listing is class by class, so val must be stratified, not the last images (all of the last class)
+    assert np.bincount(as_tensors(s.val)[1].numpy(), minlength=10).tolist() == [2] * 10
+    assert np.bincount(as_tensors(s.calib)[1].numpy(), minlength=10).tolist() == [1] * 10
+    idx = s.info["indices"]
+    assert len(set(idx["train"]) | set(idx["val"]) | set(idx["calib"])) == 200
+    # test images: exactly the files' pixels, normalised with the CIFAR-10 statistics
+    x_test, y_test = as_tensors(s.test)
+    mean, std = torch.tensor(CIFAR10_MEAN).view(3, 1, 1), torch.tensor(CIFAR10_STD).view(3, 1, 1)
+    expected = (torch.from_numpy(truth["test"][0]).float() / 255 - mean) / std
+    assert torch.allclose(x_test, expected, atol=1e-6) and y_test.tolist() == truth["test"][1].tolist()
+    source = s.info["source"]
+    assert source["format"] == "image files" and source["n_files"] == 230 and len(source["file_list_sha256"]) == 64
+    # decoded once: the second load reads the pixels back from the cache
+    again = load_dataset("cifar10", tmp_path / "jpeg", n_calib=10, seed=0, cache=cache)
+    assert cache.hits == 1 and torch.equal(as_tensors(again.test)[0], x_test)
+    # another file list is another data set
+    from PIL import Image
+
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(tmp_path / "jpeg" / "test" / "class00" / "9999.png")
+    third = load_dataset("cifar10", tmp_path / "jpeg", n_calib=10, seed=0, cache=cache)
+    assert third.info["source"]["file_list_sha256"] != source["file_list_sha256"] and len(third.test) == 31
+
+
+@pytest.mark.parametrize("size, classes, pattern", [(16, 10, r"is 16x16 pixels, expected 32x32"),
+                                                     (32, 9, r"holds 9 class folders, expected 10")])
+def test_cifar10_image_folders_reject_wrong_images(tmp_path, size, classes, pattern):
+    _cifar_image_folders(tmp_path, n_train=2, n_test=1, size=size, classes=classes)
+    with pytest.raises(RramlibError, match=pattern):
+        load_dataset("cifar10", tmp_path, n_calib=1)
+
+
+def test_cifar10_root_with_neither_layout_names_both(tmp_path):
+    with pytest.raises(RramlibError, match=r"cifar-10-batches-py.*train/<class>/\*\.jpg"):
+        load_dataset("cifar10", tmp_path)
+
+
+def test_n_test_keeps_a_stratified_deterministic_subset(digits):
+    full = np.bincount(as_tensors(digits.test)[1].numpy())
+    small = load_dataset("digits", seed=0, n_test=100)
+    y = as_tensors(small.test)[1].numpy()
+    assert len(y) == 100
+    assert np.all(np.abs(np.bincount(y, minlength=10) - full * 100 / full.sum()) < 1 + 1e-9)
+    assert set(small.info["indices"]["test"]) <= set(digits.info["indices"]["test"])
+    again = load_dataset("digits", seed=0, n_test=100)
+    assert torch.equal(as_tensors(again.test)[0], as_tensors(small.test)[0])
+    assert len(load_dataset("digits", seed=0, n_test=10_000).test) == len(digits.test)
+    with pytest.raises(RramlibError, match="n_test"):
+        load_dataset("digits", n_test=0)

@@ -13,8 +13,9 @@ import torch.distributed as dist
 from torch import nn
 
 from rramlib.cache import Cache
+from rramlib.cli import main as cli_main
 from rramlib.ddp import GlobalBatchNorm, main
-from rramlib.experiments import train_base_model
+from rramlib.experiments import model_key, train_base_model
 from rramlib.profiles import get_profile
 
 
@@ -67,9 +68,9 @@ def test_two_cpu_processes_follow_the_single_process_run(tmp_path):
     is stored under the key train_base_model reads."""
     profile = get_profile("smoke", train=dataclasses.replace(get_profile("smoke").train, epochs=2))
     reference = train_base_model(profile, cache=Cache(None), progress=False)
-    out = subprocess.run(
+    out = subprocess.run(  # `rramlib train` under torchrun: data-parallel (rramlib.ddp)
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "rramlib.ddp", "--profile", "smoke", "--epochs", "2", "--cache-dir", str(tmp_path), "--quiet"],
+         "-m", "rramlib", "train", "--profile", "smoke", "--epochs", "2", "--cache-dir", str(tmp_path), "--quiet"],
         env=_loopback_env(), capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "trained into" in out.stdout
@@ -83,3 +84,30 @@ def test_two_cpu_processes_follow_the_single_process_run(tmp_path):
     for (name, a), b in zip(ddp.model.state_dict().items(), reference.model.state_dict().values()):
         torch.testing.assert_close(a.float(), b.float(), rtol=0, atol=3e-3, msg=name)
     assert abs(ddp.accuracy - reference.accuracy) <= 0.01
+
+
+def test_train_subcommand_in_one_process(tmp_path, capsys, monkeypatch):
+    """``rramlib train`` without torchrun trains in this process, into the entry that sweeps and notebooks read."""
+    monkeypatch.delenv("RANK", raising=False)
+    profile = get_profile("smoke", train=dataclasses.replace(get_profile("smoke").train, epochs=1))
+    assert cli_main(["train", "--profile", "smoke", "--epochs", "1", "--cache-dir", str(tmp_path), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    cache = Cache(tmp_path)
+    base = train_base_model(profile, cache=cache, progress=False)
+    assert (cache.hits, cache.misses) == (1, 0)  # found, not trained again
+    path = cache.path("model", model_key(profile, base.splits))
+    assert path.is_file() and printed.strip().endswith(f"accuracy {base.accuracy:.4f}; cached in {path}")
+    assert [p.name for p in (tmp_path / "model").iterdir()] == [path.name]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--profile", "nonsense"], "error: unknown profile"),
+    (["--num-workers", "-1"], "error: --num-workers must be an integer >= 0"),
+    (["--epochs", "0"], "error: TrainConfig.epochs must be a positive integer"),
+    (["--device", "tpu"], "error: unknown device"),
+])
+def test_train_subcommand_refuses_bad_input_before_work(tmp_path, capsys, monkeypatch, flags, message):
+    monkeypatch.delenv("RANK", raising=False)
+    assert cli_main(["train", "--cache-dir", str(tmp_path / "cache"), "--quiet", *flags]) == 2
+    assert capsys.readouterr().err.startswith(message)
+    assert not (tmp_path / "cache").exists()

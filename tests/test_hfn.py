@@ -278,7 +278,7 @@ def test_methods_that_rewrite_weights_are_refused_for_an_hfn():
     from rramlib.hfn import check_hfn_method
 
     assert check_hfn_method("vera_plus") == "vera_plus"
-    for name in ("retrain", "noise_aware"):
+    for name in ("offline_correction", "noise_aware"):
         with pytest.raises(RramlibError, match="does not apply"):
             check_hfn_method(name)
     with pytest.raises(RramlibError, match="unknown method"):

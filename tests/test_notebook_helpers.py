@@ -111,8 +111,8 @@ def test_storage_ratios_divide_by_vera():
 
     from rramlib.costs import storage_ratios
 
-    t2 = pd.DataFrame({"model": "m", "method": ["vera_plus", "bn", "lora"], "bytes_per_level_fp32": [10, 200, 50],
-                       "total_bytes_fp32": [48, 800, 200]})
+    t2 = pd.DataFrame({"model": "m", "method": ["vera_plus (cross-layer)", "bn", "lora"],
+                       "bytes_per_level_fp32": [10, 200, 50], "total_bytes_fp32": [48, 800, 200]})
     r = storage_ratios(t2).set_index("other")
     assert r.loc["bn", "ratio per level"] == 20 and r.loc["lora", "ratio total (K levels)"] == pytest.approx(200 / 48)
 
@@ -123,9 +123,9 @@ def test_method_variants_add_the_other_sharing_and_bn_finetuning():
 
     rows = method_variants(SweepConfig(profile="smoke", preset="ibm_pcm", methods=("vera_plus", "bn")))
     labels = [r[0] for r in rows]
-    assert labels[0] == "vera_plus" and labels[1].startswith("vera_plus (") and labels[2:] == ["bn", "bn (+ γ/β fine-tuned)"]
-    sharing = {r[2].method("vera_plus").params["sharing"] for r in rows[:2]}
-    assert sharing == {"layer", "cross"}
+    assert labels == ["vera_plus (per-layer)", "vera_plus (cross-layer)", "bn", "bn (+ γ/β fine-tuned)"]
+    sharing = [r[2].method("vera_plus").params["sharing"] for r in rows[:2]]
+    assert sharing == ["layer", "cross"]
     assert rows[3][2].method("bn").params["finetune_steps"] >= 1
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import RramlibError
+from ..recorded import recorded_inputs
 from .assets import stage_static, write_if_changed
 from .checks import check_offline, scan_outputs, warn_unglued
 from .errors import BookError
 from .execute import ANSI, REPO_ROOT, build_key, cached_seconds, execute_notebook, reads_other_results, source_files
-from .parameters import RESERVED_PARAMETERS, declared_parameters, parse_parameter
+from .parameters import PLACEMENT_PARAMETERS, RESERVED_PARAMETERS, declared_parameters, parse_parameter
 from .present import present
 from .toc import EXTRA_PART, make_toc, missing_notebooks, notebook_paths
 
@@ -151,8 +152,12 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
         # a notebook gets (and its key depends on) only the extra parameters it declares
         mine = {k: v for k, v in extra.items() if k in declared[path.stem]}
         params = {"profile": profile, "out_dir": OUT_DIR_PARAM, **mine}
-        upstream = dict(keys) if reads_other_results(raw) else {}
-        key = build_key(raw, params, sources, __version__, upstream)
+        # where the notebook computes (PLACEMENT_PARAMETERS) changes none of its results: not in its key, nor its page
+        mine_shown = {k: v for k, v in mine.items() if k not in PLACEMENT_PARAMETERS}
+        shown = {k: v for k, v in params.items() if k not in PLACEMENT_PARAMETERS}
+        # results of other notebooks, and the recorded study-scale build (rramlib.recorded), where it shows them
+        upstream = {**(dict(keys) if reads_other_results(raw) else {}), **recorded_inputs(raw)}
+        key = build_key(raw, shown, sources, __version__, upstream)
         keys[path.stem] = key
         executed = executed_dir / path.name
         results_file = results / f"{path.stem}.json"
@@ -184,7 +189,7 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
             raise BookError(f"notebook {path.stem} shows machine-specific text in its outputs "
                             f"({executed}):\n  " + "\n  ".join(findings[:10]))
         # the notebook's whole execution (kernel start included), as the builder timed it; memory from its report
-        page = present(executed_nb, path.stem, params, profile, mine, run.executed_seconds,
+        page = present(executed_nb, path.stem, shown, profile, mine_shown, run.executed_seconds,
                        _peak_memory(results_file))
         write_if_changed(pages / path.name, nbformat.writes(page).encode())
         result.runs.append(run)

@@ -73,8 +73,9 @@ def build_key(notebook_source: bytes, parameters: Mapping[str, object], sources:
 
 
 def reads_other_results(notebook_source: bytes) -> bool:
-    """Does the notebook read other notebooks' results (``load_results`` or ``build_times.json``)?"""
-    return b"load_results" in notebook_source or b"build_times" in notebook_source
+    """Does the notebook read other notebooks' results (``load_results``, ``build_times.json``, or the helpers
+    that call them: ``claims_table``, ``runtime_table``)?"""
+    return any(word in notebook_source for word in (b"load_results", b"build_times", b"claims_table", b"runtime_table"))
 
 
 def cached_seconds(executed: Path, key: str, results: Path) -> float | None:

@@ -17,11 +17,15 @@ from pathlib import Path
 from ..errors import RramlibError
 from ..params import check_name, parse_value
 
-__all__ = ["RESERVED_PARAMETERS", "Declared", "parse_parameter", "declared_parameters", "parameter_cell",
-           "cells"]
+__all__ = ["RESERVED_PARAMETERS", "PLACEMENT_PARAMETERS", "Declared", "parse_parameter", "declared_parameters",
+           "parameter_cell", "cells"]
 
 #: Parameters every notebook receives from the builder; ``-p`` cannot set them.
 RESERVED_PARAMETERS = ("profile", "out_dir")
+#: Parameters that say where a notebook computes, not what (``scheduler``: the Dask cluster of its sweeps). The
+#: results do not depend on them, so they stay out of the build key (a page computed on a cluster stays cached
+#: for a build without one, and the other way round) and out of the page.
+PLACEMENT_PARAMETERS = ("scheduler",)
 
 
 def parse_parameter(name: str, value: str) -> tuple[str, object]:

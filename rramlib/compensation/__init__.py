@@ -1,30 +1,33 @@
 """Compensation methods behind one API (see :class:`~rramlib.compensation.base.Method`).
 
-=============  ===============================================================  ===============
-name           what it does                                                     stores per level
-=============  ===============================================================  ===============
-none           drifted chip as it is                                            nothing
-scale          aihwkit-style global / per-column output rescaling              (r0 per layer)
-bn             BatchNorm statistics (and γ/β) re-estimated per drift level      one BN set
-lora           LoRA A_k, B_k per layer and level (peft or VeRA+'s 1x1 branch)   A, B
-vera_plus      VeRA+: λ_b, λ_d per level over shared seeded projections         two vectors
-dora           DoRA calibration of each chip in the field, 10 samples (online)  DoRA params + calib. data
-noise_aware    base model trained with drift injected                           nothing
-retrain        full-rank weight correction per level, shared by all chips       whole model
-reprogram      upper line: the chip rewritten with the software weights at t    whole model (once)
-=============  ===============================================================  ===============
+==================  ===============================================================  =========================
+name                what it does                                                     stores per level
+==================  ===============================================================  =========================
+none                drifted chip as it is                                            nothing
+scale               aihwkit-style global / per-column output rescaling               (r0 per layer)
+bn                  BatchNorm statistics (and γ/β) re-estimated per drift level      one BN set
+lora                LoRA A_k, B_k per layer and level (peft or VeRA+'s 1x1 branch)   A, B
+vera_plus           VeRA+: λ_b, λ_d per level over shared seeded projections         two vectors
+dora                DoRA calibration of each chip in the field, 10 samples (online)  DoRA params + calib. data
+noise_aware         base model trained with drift injected                           nothing
+offline_correction  one full-rank weight correction per level for every chip         whole model
+reprogram           upper line: the chip rewritten with the software weights at t    whole model (once)
+==================  ===============================================================  =========================
+
+``offline_correction`` was registered as ``retrain`` before; it is not an oracle (a method fitted to each
+chip can beat it): the upper line is ``reprogram``.
 """
 from __future__ import annotations
 
-from ..errors import check_choice
+from ..errors import RramlibError, check_choice
 from .base import FitContext, Method, MethodConfig, PerLevelAdapterMethod, TrainingConfig, drift_injected_training
 from .bn import BNRecalibration, BNRecalibrationConfig
 from .dora_calibration import DoRACalibration, DoRACalibrationConfig
 from .lora import LoRAMethod, LoRAMethodConfig
 from .noise_aware import NoiseAwareConfig, NoiseAwareTraining
 from .none import NoCompensation
+from .offline_correction import FullRankCorrection, OfflineCorrectionConfig
 from .reprogram import Reprogram
-from .retrain import FullRankCorrection, RetrainConfig
 from .scale import OutputScaling, OutputScalingConfig
 from .vera_plus import VeraPlusMethod, VeraPlusMethodConfig
 
@@ -35,11 +38,24 @@ METHODS: dict[str, type[Method]] = {
 }
 
 
+#: Registry names that were renamed: old name -> new name (the old one is refused with a pointer to the new).
+RENAMED = {"retrain": "offline_correction"}
+
+
+def check_method(name: object) -> str:
+    """``name`` if it is a registered method; an old name gets an error naming its replacement."""
+    if isinstance(name, str) and name in RENAMED:
+        raise RramlibError(f"method {name!r} is now called {RENAMED[name]!r} (one full-rank weight correction per "
+                           f"drift level, shared by all chips: not an oracle; the upper line is 'reprogram')")
+    return check_choice("method", name, METHODS)
+
+
 def make_method(name: str, **params) -> Method:
     """A method by name with its hyper-parameters (unknown name or parameter, bad value -> RramlibError)."""
-    return METHODS[check_choice("method", name, METHODS)](**params)
+    return METHODS[check_method(name)](**params)
 
 
-__all__ = ["METHODS", "FitContext", "Method", "MethodConfig", "PerLevelAdapterMethod", "TrainingConfig",
-           "drift_injected_training", "make_method", "BNRecalibrationConfig", "DoRACalibrationConfig",
-           "LoRAMethodConfig", "NoiseAwareConfig", "OutputScalingConfig", "RetrainConfig", "VeraPlusMethodConfig"]
+__all__ = ["METHODS", "RENAMED", "check_method", "FitContext", "Method", "MethodConfig", "PerLevelAdapterMethod",
+           "TrainingConfig", "drift_injected_training", "make_method", "BNRecalibrationConfig", "DoRACalibrationConfig",
+           "LoRAMethodConfig", "NoiseAwareConfig", "OfflineCorrectionConfig", "OutputScalingConfig",
+           "VeraPlusMethodConfig"]

@@ -124,7 +124,32 @@ class Method(abc.ABC):
         """Build the structure (chip, adapters ...) with untrained parameters."""
 
     def train(self, ctx: FitContext) -> None:
-        """Train the parameters offline (default: nothing to train)."""
+        """Train the parameters offline. Default: a per-level method (:meth:`trains_per_level`) trains every
+        drift level in turn with :meth:`train_level`, then activates level 0; any other method has nothing to train."""
+        if self.trains_per_level():
+            for level in range(ctx.schedule.num_levels):
+                self.train_level(ctx, level)
+            self.select(0.0)
+
+    # -------------------------------------------------------------- per-level methods (one parameter set per level)
+    @classmethod
+    def trains_per_level(cls) -> bool:
+        """Does the method train one independent parameter set per drift level (it overrides :meth:`train_level`)?"""
+        return cls.train_level is not Method.train_level
+
+    def train_level(self, ctx: FitContext, level: int) -> None:
+        """Train drift level ``level``'s parameter set alone (after :meth:`setup`). The levels must not depend on
+        each other: training them in any order, in one object or in separate processes, gives the same state bit
+        for bit, so a cluster can fit each level as a task of its own (:func:`rramlib.experiments.fit_level`)."""
+        raise NotImplementedError(f"method {self.name!r} has no per-level training")
+
+    def level_state_dict(self, level: int) -> dict:
+        """The learned state of drift level ``level`` alone (tensors on the CPU), as :meth:`train_level` left it."""
+        raise NotImplementedError(f"method {self.name!r} has no per-level state")
+
+    def load_level_state_dict(self, level: int, state: dict) -> None:
+        """Restore what :meth:`level_state_dict` returned (after :meth:`setup`); all levels loaded = the full fit."""
+        raise NotImplementedError(f"method {self.name!r} has no per-level state")
 
     def state_dict(self) -> dict:
         """The learned state to cache (tensors and plain values)."""
@@ -273,23 +298,29 @@ class PerLevelAdapterMethod(Method):
         self.schedule_ = ctx.schedule
         self.adapters_ = self.add_adapters(self.analog_.model, ctx.schedule.names)
         self.adapters_.to(next(self.analog_.model.parameters()).device)
+        self.losses_: dict[str, list[float]] = {}
 
-    def train(self, ctx: FitContext) -> None:
+    def train_level(self, ctx: FitContext, level: int) -> None:
         p = self.hparams
-        self.losses_ = {}
-        for level, name in enumerate(ctx.schedule.names):
-            self.adapters_.set_adapter(name)
-            self.losses_[name] = drift_injected_training(
-                ctx, self.analog_, self.adapters_.adapter_parameters(name), level,
-                generator(p.seed, "adapter_training", level), steps=p.steps, lr=p.lr, batch_size=p.batch_size,
-                kd_weight=p.kd_weight, desc=f"{self.name} {name}")
+        name = ctx.schedule.names[level]
+        self.adapters_.set_adapter(name)
+        self.losses_[name] = drift_injected_training(
+            ctx, self.analog_, self.adapters_.adapter_parameters(name), level,
+            generator(p.seed, "adapter_training", level), steps=p.steps, lr=p.lr, batch_size=p.batch_size,
+            kd_weight=p.kd_weight, desc=f"{self.name} {name}")
 
     def select(self, t: float) -> None:
         self.adapters_.set_adapter(self.schedule_.name_of(t))
 
+    def level_state_dict(self, level: int) -> dict:
+        name = self.schedule_.names[level]
+        return {k: v.detach().cpu() for k, v in self.adapters_.adapter_state_dict(name).items()}
+
+    def load_level_state_dict(self, level: int, state: dict) -> None:
+        self.adapters_.load_adapter_state_dict(self.schedule_.names[level], state)
+
     def state_dict(self) -> dict:
-        return {name: {k: v.detach().cpu() for k, v in self.adapters_.adapter_state_dict(name).items()}
-                for name in self.adapters_.adapter_names}
+        return {name: self.level_state_dict(level) for level, name in enumerate(self.schedule_.names)}
 
     def load_state_dict(self, state: dict) -> None:
         for name, sd in state.items():

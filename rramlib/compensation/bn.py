@@ -58,6 +58,9 @@ class BNRecalibration(Method):
             raise RramlibError("bn recalibration needs a model with BatchNorm layers")
         self.schedule_ = ctx.schedule
         self.sets_: dict[str, dict[str, torch.Tensor]] = {}
+        # the model's own BN values: every level starts from them
+        self._initial = {f"{n}.{k}": getattr(m, k).detach().clone() for n, m in self.bn_layers_.items()
+                         for k in _STATS + _AFFINE}
 
     @property
     def _stored(self) -> tuple[str, ...]:
@@ -67,39 +70,36 @@ class BNRecalibration(Method):
         """Copies of the stored BN tensors of the network now, keyed ``"<layer>.<tensor>"``."""
         return {f"{n}.{k}": getattr(m, k).detach().clone() for n, m in self.bn_layers_.items() for k in self._stored}
 
-    def train(self, ctx: FitContext) -> None:
+    def train_level(self, ctx: FitContext, level: int) -> None:
         p = self.hparams
-        original = {f"{n}.{k}": getattr(m, k).detach().clone() for n, m in self.bn_layers_.items()
-                    for k in _STATS + _AFFINE}
+        name = ctx.schedule.names[level]
         x, _ = ctx.train_tensors()
         chips = train_chips(ctx.train_chips)
-        for level, name in enumerate(ctx.schedule.names):
-            self._point_to({k: v.clone() for k, v in original.items()})  # every level starts from the model's
-            gen = generator(p.seed, "bn_recalibration", level)
-            times = ctx.schedule.sample_times(level, p.batches, gen)
-            momenta = {n: m.momentum for n, m in self.bn_layers_.items()}
-            for m in self.bn_layers_.values():
-                m.reset_running_stats()
-                m.momentum = None  # cumulative average over all recalibration batches
-                m.train()
-            with torch.no_grad():
-                for t in times:
-                    self.analog_.program(chips[int(torch.randint(len(chips), (1,), generator=gen))])
-                    idx = torch.randint(len(x), (p.batch_size,), generator=gen).to(x.device)
-                    self.analog_.at(t)(x[idx])
-            for n, m in self.bn_layers_.items():
-                m.momentum = momenta[n]
-                m.eval()
-            if p.finetune_steps > 0:
-                affine = [getattr(m, k) for m in self.bn_layers_.values() for k in _AFFINE]
-                for param in affine:
-                    param.requires_grad_(True)
-                drift_injected_training(ctx, self.analog_, affine, level, generator(p.seed, "bn_finetune", level),
-                                        steps=p.finetune_steps, lr=p.lr, desc=f"bn {name}")
-                for param in affine:
-                    param.requires_grad_(False)
-            self.sets_[name] = self._snapshot()
-        self.select(0.0)
+        self._point_to({k: v.clone() for k, v in self._initial.items()})  # every level starts from the model's
+        gen = generator(p.seed, "bn_recalibration", level)
+        times = ctx.schedule.sample_times(level, p.batches, gen)
+        momenta = {n: m.momentum for n, m in self.bn_layers_.items()}
+        for m in self.bn_layers_.values():
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over all recalibration batches
+            m.train()
+        with torch.no_grad():
+            for t in times:
+                self.analog_.program(chips[int(torch.randint(len(chips), (1,), generator=gen))])
+                idx = torch.randint(len(x), (p.batch_size,), generator=gen).to(x.device)
+                self.analog_.at(t)(x[idx])
+        for n, m in self.bn_layers_.items():
+            m.momentum = momenta[n]
+            m.eval()
+        if p.finetune_steps > 0:
+            affine = [getattr(m, k) for m in self.bn_layers_.values() for k in _AFFINE]
+            for param in affine:
+                param.requires_grad_(True)
+            drift_injected_training(ctx, self.analog_, affine, level, generator(p.seed, "bn_finetune", level),
+                                    steps=p.finetune_steps, lr=p.lr, desc=f"bn {name}")
+            for param in affine:
+                param.requires_grad_(False)
+        self.sets_[name] = self._snapshot()
 
     def _point_to(self, tensors: dict[str, torch.Tensor]) -> None:
         """Make the BN layers read ``tensors`` themselves (no copy), so writes into a stored set take effect."""
@@ -115,6 +115,13 @@ class BNRecalibration(Method):
 
     def select(self, t: float) -> None:
         self._point_to(self.sets_[self.schedule_.name_of(t)])
+
+    def level_state_dict(self, level: int) -> dict:
+        return {k: v.detach().cpu().clone() for k, v in self.sets_[self.schedule_.names[level]].items()}
+
+    def load_level_state_dict(self, level: int, state: dict) -> None:
+        device = next(iter(self.bn_layers_.values())).running_mean.device
+        self.sets_[self.schedule_.names[level]] = {k: v.to(device) for k, v in state.items()}
 
     def state_dict(self) -> dict:
         return {"sets": {name: {k: v.detach().cpu().clone() for k, v in s.items()} for name, s in self.sets_.items()}}

@@ -12,7 +12,8 @@ calibration samples, 2.34 % of ResNet-50's parameters; the rest are our choices)
    (B = 0, m = ‖W(t)‖, so the start equals the drifted chip) and trained layer by layer, in
    network order, with feature-MSE knowledge distillation against the drift-free model's
    output of the same layer, on ``n_samples`` calibration images (disjoint from the test
-   set). The norm in DoRA is detached in the gradient (DoRA paper §4.3, peft semantics).
+   set), drawn stratified by class from the calibration split (:func:`stratified_pick`). The norm
+   in DoRA is detached in the gradient (DoRA paper §4.3, peft semantics).
 """
 from __future__ import annotations
 
@@ -33,10 +34,34 @@ from ..times import parse_time
 from ..torchutil import eval_mode
 from .base import CALIBRATION, SHARED, FitContext, Method, MethodConfig
 
-__all__ = ["DoRACalibration", "DoRACalibrationConfig", "dora_values"]
+__all__ = ["DoRACalibration", "DoRACalibrationConfig", "dora_values", "stratified_pick"]
 
 #: name of the single DoRA parameter set (calibrated anew for every chip and time)
 ADAPTER = "calib"
+
+
+def stratified_pick(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of ``n`` samples with class counts proportional to those in ``labels`` (no randomness).
+
+    Quotas: the floor of each class's proportional share, plus one for the classes with the largest
+    remainders (ties: the lower label), so they sum to ``n`` and each class is within one sample of its share
+    (Hamilton's largest-remainder rule). Within a class the first members in split order are taken; the
+    calibration split is itself a seeded random draw (:func:`rramlib.data.load_dataset`), so these are random
+    images of their class. Returned sorted.
+    """
+    labels = torch.as_tensor(labels).flatten()
+    n = check_int("number of samples", n, 1)
+    if n > len(labels):
+        raise RramlibError(f"cannot pick {n} samples from {len(labels)}")
+    classes, counts = torch.unique(labels, return_counts=True)
+    share = counts.double() * n / len(labels)
+    quota = share.floor().long()
+    left = n - int(quota.sum())
+    # largest remainder first; a stable sort keeps the lower label first among equal remainders
+    order = torch.sort(-(share - quota), stable=True).indices
+    quota[order[:left]] += 1
+    picked = [torch.nonzero(labels == c).flatten()[:q] for c, q in zip(classes, quota.tolist())]
+    return torch.sort(torch.cat(picked)).values
 
 
 def dora_values(layer: nn.Module, rank: int) -> int:
@@ -84,10 +109,10 @@ class DoRACalibration(Method):
 
     def setup(self, ctx: FitContext) -> None:
         p = self.hparams
-        x, _ = as_tensors(ctx.splits.calib)
+        x, y = as_tensors(ctx.splits.calib)
         if p.n_samples > len(x):
             raise RramlibError(f"dora.n_samples={p.n_samples} but the calibration split holds only {len(x)} images")
-        self.calib_inputs_ = x[:p.n_samples].to(ctx.device)
+        self.calib_inputs_ = x[stratified_pick(y, p.n_samples)].to(ctx.device)
         self.teacher_ = ctx.model
         self.analog_ = ctx.analog(seed=0)
         self.total_parameters_ = count_parameters(ctx.model)

@@ -1,4 +1,4 @@
-"""Full-rank offline correction per drift level (registered as ``retrain``).
+"""Full-rank offline correction per drift level (registered as ``offline_correction``; formerly ``retrain``).
 
 Per level, every RRAM layer's weight gets a trainable full-size correction ΔW_k, trained offline with
 the same drift-injected protocol as the adapters on training chips, so the layer computes
@@ -20,14 +20,14 @@ from ..overhead import Storage
 from ..seeding import generator
 from .base import FitContext, Method, TrainingConfig, drift_injected_training
 
-__all__ = ["FullRankCorrection", "RetrainConfig"]
+__all__ = ["FullRankCorrection", "OfflineCorrectionConfig"]
 
 
 @dataclass(frozen=True)
-class RetrainConfig(TrainingConfig):
+class OfflineCorrectionConfig(TrainingConfig):
     """The drift-injected training protocol (:class:`~rramlib.compensation.base.TrainingConfig`), lr 1e-3."""
 
-    owner: ClassVar[str] = "retrain"
+    owner: ClassVar[str] = "offline_correction"
     lr: float = 1e-3
 
 
@@ -48,8 +48,8 @@ class _FullDelta(nn.Module):
 class FullRankCorrection(Method):
     """Full-size ΔW per layer and drift level, trained offline; :meth:`select` activates the level's ΔW."""
 
-    name = "retrain"
-    Config = RetrainConfig
+    name = "offline_correction"
+    Config = OfflineCorrectionConfig
 
     def setup(self, ctx: FitContext) -> None:
         self.analog_ = ctx.analog()
@@ -62,14 +62,14 @@ class FullRankCorrection(Method):
             setattr(names[parent_name] if parent_name else self.analog_.model, child, wrapper)
             self.wrappers_[name] = wrapper
 
-    def train(self, ctx: FitContext) -> None:
+    def train_level(self, ctx: FitContext, level: int) -> None:
         p = self.hparams
-        for level, name in enumerate(ctx.schedule.names):
-            self.select_level(name)
-            params = [w.delta[name] for w in self.wrappers_.values()]
-            drift_injected_training(ctx, self.analog_, params, level, generator(p.seed, "offline_correction", level),
-                                    steps=p.steps, lr=p.lr, batch_size=p.batch_size, kd_weight=p.kd_weight,
-                                    desc=f"retrain {name}")
+        name = ctx.schedule.names[level]
+        self.select_level(name)
+        params = [w.delta[name] for w in self.wrappers_.values()]
+        drift_injected_training(ctx, self.analog_, params, level, generator(p.seed, "offline_correction", level),
+                                steps=p.steps, lr=p.lr, batch_size=p.batch_size, kd_weight=p.kd_weight,
+                                desc=f"offline correction {name}")
 
     def select_level(self, name: str) -> None:
         for w in self.wrappers_.values():
@@ -77,6 +77,16 @@ class FullRankCorrection(Method):
 
     def select(self, t: float) -> None:
         self.select_level(self.schedule_.name_of(t))
+
+    def level_state_dict(self, level: int) -> dict:
+        name = self.schedule_.names[level]
+        return {"deltas": [w.delta[name].detach().cpu() for w in self.wrappers_.values()]}
+
+    @torch.no_grad()
+    def load_level_state_dict(self, level: int, state: dict) -> None:
+        name = self.schedule_.names[level]
+        for w, delta in zip(self.wrappers_.values(), state["deltas"]):
+            w.delta[name].copy_(delta)
 
     def state_dict(self) -> dict:
         return {"deltas": [{k: v.detach().cpu() for k, v in w.delta.items()} for w in self.wrappers_.values()]}

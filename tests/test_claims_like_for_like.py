@@ -1,0 +1,49 @@
+"""The claims list compares like with like: one VeRA+ variant per row, retained with retained, matched LoRA."""
+import pandas as pd
+import pytest
+
+from rramlib import costs
+from rramlib.claims import CLAIMS
+from rramlib.compensation import make_method
+from rramlib.profiles import PROFILES
+
+VERA_CLAIMS = [c for c in CLAIMS if "VeRA+" in c.claim and c.notebook]
+KEY_MARKS = {"cross-layer": ("vera_cross", "vera_plus_cross"), "per-layer": ("vera_layer", "vera_plus_layer")}
+
+
+@pytest.mark.parametrize("claim", VERA_CLAIMS, ids=lambda c: c.id)
+def test_each_vera_claim_names_one_variant_and_its_key_measures_that_variant(claim):
+    assert claim.vera in KEY_MARKS and f"VeRA+ ({claim.vera})" in claim.claim
+    other = next(v for v in KEY_MARKS if v != claim.vera)
+    assert not any(mark in claim.key for mark in KEY_MARKS[other])
+    if not any(mark in claim.key for mark in KEY_MARKS[claim.vera]):
+        # a key without a variant mark is the notebook's plain VeRA+: the profiles' sharing must be the claimed one
+        assert claim.key.startswith("vera_plus_") or claim.key.startswith("bn_bound")
+        if claim.key.startswith("vera_plus_"):
+            for profile in PROFILES.values():
+                sharing = make_method("vera_plus", **profile.method_params.get("vera_plus", {})).params["sharing"]
+                assert {"layer": "per-layer", "cross": "cross-layer"}[sharing] == claim.vera
+
+
+def test_the_abstracts_vera_is_cross_layer_and_accuracy_claims_compare_retained_fractions():
+    by_id = {c.id: c for c in CLAIMS}
+    for cid in ("C1", "C2", "C3", "C3b", "C5", "C6"):
+        assert by_id[cid].vera == "cross-layer"
+    for cid in ("C1", "C2"):  # the paper's "% of the drift-free accuracy" is a retained fraction
+        assert by_id[cid].key.startswith("retained_pct_") and by_id[cid].scale == 1.0
+    assert not any(c.key and c.key.startswith("recovered_vera") for c in CLAIMS)
+
+
+def test_c4_is_the_ratio_with_matched_structure_and_sharing():
+    labels = [costs.VERA_LAYER, costs.VERA_CROSS, "lora", costs.LORA_1X1, costs.LORA_PEFT]
+    t2 = pd.DataFrame({"model": "resnet20", "method": labels, "bytes_per_level_fp32": [1.0, 2, 3, 4, 5],
+                       "total_bytes_fp32": [1.0, 2, 3, 4, 5]})
+    ratios = costs.storage_ratios(t2)
+    matched = ratios[(ratios["matched structure"] == "yes") & (ratios["matched sharing"] == "yes")]
+    keys = [f"ratio_{costs.ROW_KEYS[r['other']]}_over_{costs.ROW_KEYS[r['VeRA+ variant']]}_{r['model']}"
+            for _, r in matched.iterrows()]
+    assert keys == [next(c for c in CLAIMS if c.id == "C4").key]
+
+
+def test_dora_claims_say_online_per_chip():
+    assert all("online" in c.note and "per chip" in c.note for c in CLAIMS if c.claim.startswith("DoRA"))

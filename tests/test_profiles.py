@@ -1,0 +1,30 @@
+"""Profiles: the study-scale profile's settings, the profile's mapping and how sweeps resolve it."""
+import pytest
+
+from rramlib.errors import RramlibError
+from rramlib.experiments import SweepConfig
+from rramlib.profiles import PROFILES, get_profile
+
+
+def test_cifar_profile_is_the_study_scale_on_a_cpu():
+    cifar = PROFILES["cifar"]
+    assert (cifar.dataset, cifar.model, cifar.device) == ("cifar10", "resnet20", "cpu")
+    assert cifar.chips >= 3 and cifar.n_test >= 2000  # the issue's floor for a study-scale run
+    assert tuple(cifar.times) == tuple(PROFILES["paper"].times)  # the full ten-year grid
+    assert cifar.mapping == "differential"
+
+
+def test_profile_mapping_reaches_the_sweep_unless_the_sweep_names_one():
+    assert SweepConfig(profile="smoke", preset="ibm_cmo_reram").resolved_mapping() is None  # preset default
+    cfg = SweepConfig(profile="smoke", preset="ibm_cmo_reram", profile_overrides={"mapping": "differential"})
+    assert cfg.resolved_mapping() == "differential"
+    own = SweepConfig(profile="smoke", preset="ibm_cmo_reram", mapping="single",
+                      profile_overrides={"mapping": "differential"})
+    assert own.resolved_mapping() == "single"
+
+
+@pytest.mark.parametrize("field, value, pattern", [("mapping", "triple", "mapping"), ("n_test", 0, "n_test"),
+                                                   ("n_test", 2.5, "n_test")])
+def test_bad_profile_fields_are_refused(field, value, pattern):
+    with pytest.raises(RramlibError, match=pattern):
+        get_profile("smoke", **{field: value})
