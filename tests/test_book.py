@@ -22,6 +22,7 @@ from rramlib.book.present import book_command, build_box, present, rerun_command
 from rramlib.cli import main
 from rramlib.errors import RramlibError
 from rramlib.params import parse_assignment, parse_value
+from tiny_book import tiny_book_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = book.notebook_paths(ROOT / "notebooks")
@@ -458,12 +459,7 @@ _COUNTING = ("import json, pathlib\n"
 
 
 def _tiny_book(tmp_path, counter):
-    notebooks, book_dir = tmp_path / "notebooks", tmp_path / "book"
-    notebooks.mkdir()
-    book_dir.mkdir()
-    (book_dir / "_config.yml").write_text("title: tiny\n")
-    (book_dir / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n- file: notebooks/01_a\n")
-    (book_dir / "intro.md").write_text("# Tiny\n")
+    notebooks, book_dir = tiny_book_dirs(tmp_path)
     for stem in ("01_a", "02_b"):
         nb = _new_notebook(_COUNTING.format(stem=stem),
                            parameters=f"profile = 'quick'\nout_dir = 'results'\ncounter = {str(counter[stem])!r}")

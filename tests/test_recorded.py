@@ -19,6 +19,7 @@ from rramlib.claims import CLAIMS, claims_table
 from rramlib.errors import RramlibError
 from rramlib.profiles import PROFILES
 from rramlib.report import Report
+from tiny_book import tiny_book_dirs
 
 PACKAGE = Path(recorded.__file__).resolve().parent
 
@@ -287,12 +288,7 @@ def test_record_from_a_smoke_book_build(tmp_path, monkeypatch):
     from rramlib.cli import main
 
     monkeypatch.setenv("RRAMLIB_CACHE", str(tmp_path / "cache"))
-    notebooks, book_dir = tmp_path / "notebooks", tmp_path / "book"
-    notebooks.mkdir()
-    book_dir.mkdir()
-    (book_dir / "_config.yml").write_text("title: tiny\n")
-    (book_dir / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n- file: notebooks/01_a\n")
-    (book_dir / "intro.md").write_text("# Tiny\n")
+    notebooks, book_dir = tiny_book_dirs(tmp_path)
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     params = nbformat.v4.new_code_cell("profile = 'quick'\nout_dir = 'results'")

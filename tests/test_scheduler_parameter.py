@@ -11,6 +11,7 @@ import pytest
 from rramlib import book
 from rramlib.errors import RramlibError
 from rramlib.notebook import check_parameters
+from tiny_book import tiny_book_dirs
 
 
 @pytest.mark.parametrize("address", [None, "tcp://127.0.0.1:8786", "tls://scheduler.example.org:8786", "node7:8786"])
@@ -46,12 +47,7 @@ _NOTEBOOK = ("import json, pathlib\n"
 
 def test_the_build_key_and_page_ignore_the_scheduler(tmp_path, monkeypatch):
     monkeypatch.setenv("RRAMLIB_CACHE", str(tmp_path / "cache"))
-    notebooks, book_dir, counter = tmp_path / "notebooks", tmp_path / "book", tmp_path / "runs"
-    notebooks.mkdir()
-    book_dir.mkdir()
-    (book_dir / "_config.yml").write_text("title: tiny\n")
-    (book_dir / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n- file: notebooks/01_a\n")
-    (book_dir / "intro.md").write_text("# Tiny\n")
+    (notebooks, book_dir), counter = tiny_book_dirs(tmp_path), tmp_path / "runs"
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     params = nbformat.v4.new_code_cell(f"profile = 'quick'\nout_dir = 'results'\ncounter = {str(counter)!r}\n"
