@@ -118,11 +118,14 @@ def record(profile: str, results_dir: str | os.PathLike, dest: str | os.PathLike
     """Copy a finished build's results files into ``dest`` (default ``recorded/<profile>``) with
     ``provenance.json``; returns the provenance path.
 
-    Every notebook of ``notebooks_dir`` must have its results file in ``results_dir``, written at
-    ``profile``; otherwise :class:`~rramlib.errors.RramlibError`, before anything is written. Files are
-    written atomically, the provenance last (it holds every file's SHA-256, so a half-done record reads stale).
+    Every notebook of ``notebooks_dir`` that the book runs at ``profile`` (:mod:`rramlib.book.scope`; the
+    others run at a smaller profile and are not recorded) must have its results file in ``results_dir``,
+    written at ``profile``; otherwise :class:`~rramlib.errors.RramlibError`, before anything is written. Files
+    are written atomically, the provenance last (it holds every file's SHA-256, so a half-done record reads
+    stale).
     """
     from . import __version__
+    from .book.scope import chapter_profile
     from .cache import source_digest
     from .files import atomic_write
     from .profiles import PROFILES
@@ -131,7 +134,8 @@ def record(profile: str, results_dir: str | os.PathLike, dest: str | os.PathLike
         raise RramlibError(f"unknown profile {profile!r}; known: {sorted(PROFILES)}")
     results_dir, notebooks_dir = Path(results_dir), Path(notebooks_dir)
     dest = Path(dest) if dest is not None else RECORDED_DIR / profile
-    notebooks = sorted(p.stem for p in notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
+    notebooks = sorted(p.stem for p in notebooks_dir.glob("[0-9][0-9]_*.ipynb")
+                       if chapter_profile(profile, p.stem) == profile)
     missing = [n for n in notebooks if not (results_dir / f"{n}.json").is_file()]
     if not notebooks or missing:
         raise RramlibError(f"{str(results_dir)!r} is not a finished build: no results for "
@@ -263,6 +267,8 @@ class Recorded:
         value = self.number(notebook, key)
         if value is None:
             return "not recorded" if not self.exists else "not in the record" + (" (STALE)" if self.stale() else "")
+        if value != value:  # NaN: the recorded profile could not measure it
+            return "n/a"
         text = f"{value * scale:.4g} {unit}".strip()
         return text + (" (STALE)" if self.stale(notebook) else "")
 

@@ -18,8 +18,9 @@ def test_each_vera_claim_names_one_variant_and_its_key_measures_that_variant(cla
     assert not any(mark in claim.key for mark in KEY_MARKS[other])
     if not any(mark in claim.key for mark in KEY_MARKS[claim.vera]):
         # a key without a variant mark is the notebook's plain VeRA+: the profiles' sharing must be the claimed one
-        assert claim.key.startswith("vera_plus_") or claim.key.startswith("bn_bound")
-        if claim.key.startswith("vera_plus_"):
+        # (notebook 06's rank ablation varies the rank of the profile's VeRA+, at the profile's sharing)
+        assert claim.key.startswith(("vera_plus_", "acc_rank_", "bn_bound"))
+        if claim.key.startswith(("vera_plus_", "acc_rank_")):
             for profile in PROFILES.values():
                 sharing = make_method("vera_plus", **profile.method_params.get("vera_plus", {})).params["sharing"]
                 assert {"layer": "per-layer", "cross": "cross-layer"}[sharing] == claim.vera
@@ -47,3 +48,18 @@ def test_c4_is_the_ratio_with_matched_structure_and_sharing():
 
 def test_dora_claims_say_online_per_chip():
     assert all("online" in c.note and "per chip" in c.note for c in CLAIMS if c.claim.startswith("DoRA"))
+
+
+def test_a_claim_not_measurable_at_a_profile_reads_n_a(tmp_path):
+    """NaN (06's accuracy at the rank within 1.9 % extra compute, which the digits CNN does not have) is shown as
+    n/a, not as 'nan %', and is not glued as a measured claim."""
+    from rramlib.claims import claims_table
+    from rramlib.recorded import load
+    from rramlib.report import Report
+
+    report = Report("06_ablations", params={"profile": "smoke"}, out_dir=tmp_path)
+    report.number("acc_rank_within_paper_macs", float("nan"))
+    report.finish()
+    table, ours = claims_table(tmp_path, "smoke", load(folder=tmp_path / "nothing"))
+    row = table.set_index("id").loc["C6b"]
+    assert row["ours"] == "n/a" and "C6b" not in ours

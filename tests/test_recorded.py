@@ -312,3 +312,22 @@ def test_record_from_a_smoke_book_build(tmp_path, monkeypatch):
     assert main(["record", "--profile", "nonsense", "--dest", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
 
+
+
+def test_record_keeps_only_the_chapters_run_at_the_profile(tmp_path, monkeypatch):
+    """With a chapter scope, the chapters that ran at the fallback profile are neither required nor recorded,
+    and a scoped chapter made at another profile is still refused."""
+    from rramlib.book import scope
+
+    monkeypatch.setitem(scope.PROFILE_CHAPTERS, "smoke", ("01_a",))
+    notebooks, results = _build(tmp_path, {"01_a": {"acc": 0.75}})
+    _build(tmp_path, {"02_b": {"acc": 0.5}}, profile="quick")
+    dest = tmp_path / "recorded" / "smoke"
+    recorded.record("smoke", results, dest, notebooks_dir=notebooks)
+    assert sorted(p.name for p in dest.iterdir()) == ["01_a.json", recorded.PROVENANCE]
+    rec = recorded.load("smoke", dest, notebooks_dir=notebooks)
+    assert rec.reasons() == [] and rec.number("01_a", "acc") == 0.75 and rec.number("02_b", "acc") is None
+    monkeypatch.setitem(scope.PROFILE_CHAPTERS, "smoke", ("01_a", "02_b"))
+    with pytest.raises(RramlibError, match="02_b .*not made at profile 'smoke'"):
+        recorded.record("smoke", results, tmp_path / "again", notebooks_dir=notebooks)
+    assert not (tmp_path / "again").exists()

@@ -20,6 +20,7 @@ from .errors import BookError
 from .execute import ANSI, REPO_ROOT, build_key, cached_seconds, execute_notebook, reads_other_results, source_files
 from .parameters import PLACEMENT_PARAMETERS, RESERVED_PARAMETERS, declared_parameters, parse_parameter
 from .present import present
+from .scope import chapter_profile
 from .toc import EXTRA_PART, make_toc, missing_notebooks, notebook_paths
 
 __all__ = ["NotebookRun", "BuildResult", "build", "build_html", "BOOK_DIR", "NOTEBOOK_DIR", "OUT_DIR_PARAM"]
@@ -151,7 +152,8 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
         raw = path.read_bytes()
         # a notebook gets (and its key depends on) only the extra parameters it declares
         mine = {k: v for k, v in extra.items() if k in declared[path.stem]}
-        params = {"profile": profile, "out_dir": OUT_DIR_PARAM, **mine}
+        runs_at = chapter_profile(profile, path.stem)
+        params = {"profile": runs_at, "out_dir": OUT_DIR_PARAM, **mine}
         # where the notebook computes (PLACEMENT_PARAMETERS) changes none of its results: not in its key, nor its page
         mine_shown = {k: v for k, v in mine.items() if k not in PLACEMENT_PARAMETERS}
         shown = {k: v for k, v in params.items() if k not in PLACEMENT_PARAMETERS}
@@ -172,7 +174,7 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
             try:
                 # the kernel runs in the pages' folder, so out_dir="../results" is src/results
                 seconds = execute_notebook(path, executed, params, cwd=pages, cache_dir=cache_dir,
-                                           metadata={"build_key": key, "profile": profile,
+                                           metadata={"build_key": key, "profile": runs_at,
                                                      "parameters": params, "rramlib_version": __version__})
             except BookError:
                 log(" failed")
@@ -189,8 +191,8 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
             raise BookError(f"notebook {path.stem} shows machine-specific text in its outputs "
                             f"({executed}):\n  " + "\n  ".join(findings[:10]))
         # the notebook's whole execution (kernel start included), as the builder timed it; memory from its report
-        page = present(executed_nb, path.stem, shown, profile, mine_shown, run.executed_seconds,
-                       _peak_memory(results_file))
+        page = present(executed_nb, path.stem, shown, runs_at, mine_shown, run.executed_seconds,
+                       _peak_memory(results_file), book_profile=profile)
         write_if_changed(pages / path.name, nbformat.writes(page).encode())
         result.runs.append(run)
         _write_times(times_path, profile, result.runs)

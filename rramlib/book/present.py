@@ -79,8 +79,11 @@ def _is_default(value: object, default: str) -> bool:
 
 
 def build_box(notebook: str, declared: list[Declared], parameters: Mapping[str, object], profile: str,
-              extra: Mapping[str, object], seconds: float | None, peak_mb: float | None) -> str:
-    """The MyST markdown of the build box (a collapsed admonition)."""
+              extra: Mapping[str, object], seconds: float | None, peak_mb: float | None,
+              book_profile: str | None = None) -> str:
+    """The MyST markdown of the build box (a collapsed admonition); ``profile`` is the one the page ran at,
+    ``book_profile`` (default: the same) the one the book was built at (:mod:`.scope`)."""
+    book_profile = book_profile or profile
     cost = ", ".join(part for part in (
         f"{seconds:.1f} s" if seconds is not None else "",
         f"{peak_mb:,.0f} MB peak memory" if peak_mb is not None else "") if part)
@@ -95,6 +98,9 @@ def build_box(notebook: str, declared: list[Declared], parameters: Mapping[str, 
         rows.append(f"| `{d.name}` | {value} | {_cell_text(d.meaning)} |")
     lines = [f":::{{admonition}} Rerun this page · profile `{profile}`" + (f" · {cost}" if cost else ""),
              f":class: dropdown {BOX_CLASS}", ""]
+    if book_profile != profile:
+        lines += [f"In the book built at profile `{book_profile}`, this chapter runs at profile `{profile}` "
+                  "(see `rramlib.book.scope`).", ""]
     if rows:
         lines += ["**Parameters of this build**", "", "| parameter | value | meaning |", "|:--|:--|:--|", *rows, ""]
     lines += ["From the repository root (the page's results go to `results/`):", "",
@@ -103,12 +109,13 @@ def build_box(notebook: str, declared: list[Declared], parameters: Mapping[str, 
         lines += [f"Its last execution took {cost}. The whole book with the same parameters:", ""]
     else:
         lines += ["The whole book with the same parameters:", ""]
-    lines += ["```bash", book_command(profile, extra), "```", ":::"]
+    lines += ["```bash", book_command(book_profile, extra), "```", ":::"]
     return "\n".join(lines)
 
 
 def present(executed, notebook: str, parameters: Mapping[str, object], profile: str,
-            extra: Mapping[str, object], seconds: float | None = None, peak_mb: float | None = None):
+            extra: Mapping[str, object], seconds: float | None = None, peak_mb: float | None = None,
+            book_profile: str | None = None):
     """The page for an executed notebook node (a copy; see the module docstring)."""
     import nbformat
 
@@ -123,7 +130,8 @@ def present(executed, notebook: str, parameters: Mapping[str, object], profile: 
             tags.append("hide-input")
         cell.metadata["tags"] = list(dict.fromkeys(tags))
     box = nbformat.v4.new_markdown_cell(build_box(notebook, declared_parameters(executed, details=True),
-                                                  parameters, profile, extra, seconds, peak_mb))
+                                                  parameters, profile, extra, seconds, peak_mb,
+                                                  book_profile))
     box.metadata["tags"] = [BOX_CLASS]
     box["id"] = BOX_CLASS  # a fixed id: an unchanged page stays byte-identical, so Sphinx does not re-read it
     first = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"), -1)
