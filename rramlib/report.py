@@ -74,11 +74,14 @@ class Report:
             self.data_sources.append(source)
 
     def number(self, key: str, value, fmt: str = "{:.4g}"):
-        """Glue ``value`` under ``key`` and store it; returns the formatted text (for printing)."""
-        value = _plain(value)
-        self.numbers[key] = value
-        _glue(key, value)
-        return fmt.format(value) if value is not None else "n/a"
+        """Glue ``value`` under ``key`` and store it; returns the formatted text (for printing).
+
+        NaN is stored as JSON ``null`` but glued as NaN, so that a formatted reference in the prose
+        (``{glue:text}`key:.3f```) reads ``nan`` instead of failing the build."""
+        stored = _plain(value)
+        self.numbers[key] = stored
+        _glue(key, value.item() if hasattr(value, "item") else value)
+        return fmt.format(stored) if stored is not None else "n/a"
 
     def table(self, key: str, frame, glue: bool = True):
         """Store a pandas DataFrame (records) and CSV; glue it for the book."""

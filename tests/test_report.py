@@ -55,3 +55,21 @@ def test_report_imports_provenance_not_the_experiment_stack():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_nan_is_stored_as_null_but_glued_so_that_formatted_prose_reads_nan(tmp_path, monkeypatch):
+    """A number the profile cannot measure (e.g. a recorded value while nothing is recorded) must not fail the book:
+    myst-nb formats the glued text/plain with the prose's spec, which works for NaN and fails for None."""
+    import numpy as np
+    from myst_nb.core.variables import format_plain_text
+
+    from rramlib import report as report_module
+
+    glued = {}
+    monkeypatch.setattr(report_module, "_glue", lambda key, value: glued.__setitem__(key, value))
+    report = Report("x", params={}, out_dir=tmp_path)
+    assert report.number("missing", float("nan")) == "n/a" and report.number("np", np.float64("nan")) == "n/a"
+    assert report.numbers == {"missing": None, "np": None}
+    assert format_plain_text(repr(glued["missing"]), ".3f") == "nan" == format_plain_text(repr(glued["np"]), ".1f")
+    with pytest.raises(TypeError):
+        format_plain_text(repr(None), ".3f")  # what gluing the stored value would do
