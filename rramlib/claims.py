@@ -119,7 +119,7 @@ def claims_table(out_dir, profile: str, recorded=None):
                      "peak RAM (MiB)": round(res["peak_rss_mb"]) if res else None,
                      recorded.column(): recorded.shown(claim.notebook, claim.key, claim.scale, claim.unit)
                      if claim.notebook else "not measurable here",
-                     "study-scale wall time (s)": recorded.cost(claim.notebook, "runtime_s", 1),
-                     "study-scale peak RAM (MiB)": recorded.cost(claim.notebook, "peak_rss_mb", 0),
+                     "study-scale time of the recording run (s)": recorded.cost(claim.notebook, "runtime_s", 1),
+                     "study-scale peak RAM of the recording run (MiB)": recorded.cost(claim.notebook, "peak_rss_mb", 0),
                      "note": claim.note})
     return pd.DataFrame(rows), ours_by_id

@@ -45,6 +45,8 @@ STUDY_PROFILE = "cifar"
 #: Package files that only display recorded results; editing them never makes a record stale.
 DISPLAY_ONLY = ("recorded.py", "claims.py")
 PROVENANCE = "provenance.json"
+#: the console output of the first, uncached build, kept beside a record when the recording run was a cached one
+COLD_BUILD = "cold_build_times.txt"
 FORMAT = 1
 
 
@@ -189,6 +191,7 @@ class Recorded:
     package_dir: Path = PACKAGE_DIR
     notebooks_dir: Path = NOTEBOOK_DIR
     integrity: tuple = ()
+    folder: Path | None = None  # where the record was read from
 
     @property
     def exists(self) -> bool:
@@ -292,11 +295,14 @@ class Recorded:
                     ("date (UTC)", prov["date"]), ("built with", prov["command"]),
                     ("regenerate with", prov["regenerate"]),
                     ("data", data), ("notebooks", str(len(prov["notebooks"]))),
-                    ("notebook time, total (s)", f"{prov['total_runtime_s']:.0f}"),
-                    ("peak memory, largest (MiB)", f"{prov['peak_rss_mb_max']:.0f}"),
+                    ("notebook time of the recording run, total (s)", f"{prov['total_runtime_s']:.0f}"),
+                    ("peak memory of the recording run, largest (MiB)", f"{prov['peak_rss_mb_max']:.0f}"),
                     ("machine", f"{(prov.get('machine') or {}).get('cores', '?')} cores of "
                                 f"{(prov.get('machine') or {}).get('cpu', '?')}"),
                     ("status", "STALE: " + "; ".join(self.reasons()) if self.stale() else "current")]
+            if self.folder is not None and (self.folder / COLD_BUILD).is_file():
+                rows.insert(-1, ("first, uncached build", f"wall time per notebook in recorded/{self.profile}/"
+                                 f"{COLD_BUILD} (the recording run may have read results from the cache)"))
         return pd.DataFrame(rows, columns=["recorded build", "value"])
 
     # -------------------------------------------------------------------------------- comparison notebook
@@ -392,7 +398,7 @@ def load(profile: str = STUDY_PROFILE, folder: str | os.PathLike | None = None, 
             integrity.append(f"recorded file {name}.json {problem}")
         if data is not None:
             results[name] = json.loads(data)
-    return Recorded(profile, prov, results, Path(package_dir), Path(notebooks_dir), tuple(integrity))
+    return Recorded(profile, prov, results, Path(package_dir), Path(notebooks_dir), tuple(integrity), folder)
 
 
 def recorded_inputs(notebook_source: bytes, folder: str | os.PathLike = RECORDED_DIR,

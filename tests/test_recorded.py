@@ -215,7 +215,7 @@ def test_claims_table_puts_the_recorded_number_beside_ours(tmp_path, package):
     for c in measured:
         assert rows.loc[c.id, "study scale (smoke)"] == f"{numbers[c.notebook][c.key] * c.scale:.4g} {c.unit}".strip()
         assert rows.loc[c.id, "ours"] == "not run"
-        assert rows.loc[c.id, "study-scale wall time (s)"] == round(rec.provenance["notebooks"][c.notebook]
+        assert rows.loc[c.id, "study-scale time of the recording run (s)"] == round(rec.provenance["notebooks"][c.notebook]
                                                                     ["runtime_s"], 1)
     unmeasured = [c.id for c in CLAIMS if not c.notebook]
     assert all(rows.loc[i, "study scale (smoke)"] == "not measurable here" for i in unmeasured)
@@ -331,3 +331,14 @@ def test_record_keeps_only_the_chapters_run_at_the_profile(tmp_path, monkeypatch
     with pytest.raises(RramlibError, match="02_b .*not made at profile 'smoke'"):
         recorded.record("smoke", results, tmp_path / "again", notebooks_dir=notebooks)
     assert not (tmp_path / "again").exists()
+
+
+def test_provenance_table_points_to_the_cold_build_times_when_kept(record, tmp_path):
+    """The recording run may be a cached one: its times are labelled so, and a kept cold-build log is named."""
+    rows = dict(recorded.load("smoke", tmp_path / "recorded" / "smoke", notebooks_dir=tmp_path / "notebooks")
+                .provenance_table().values)
+    assert "notebook time of the recording run, total (s)" in rows and "first, uncached build" not in rows
+    (tmp_path / "recorded" / "smoke" / recorded.COLD_BUILD).write_text("  [1/2] 01_a   12.0 s\n")
+    rows = dict(recorded.load("smoke", tmp_path / "recorded" / "smoke", notebooks_dir=tmp_path / "notebooks")
+                .provenance_table().values)
+    assert f"recorded/smoke/{recorded.COLD_BUILD}" in rows["first, uncached build"]
