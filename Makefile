@@ -1,5 +1,6 @@
 # rramlib: `make book` executes the notebooks and builds the companion book (PROFILE=smoke|quick|paper,
-# default quick; FORCE=1 re-executes every notebook; BOOK_ARGS="-p drift_scale 2" passes parameters),
+# default quick; FORCE=1 re-executes every notebook; BOOK_ARGS="-p drift_scale 2" passes parameters; JOBS=N runs
+# N notebooks at once),
 # `make test` runs the tests, `make sweep` runs the quick drift sweep; DATA_ROOT=DIR names the dataset folder
 # (e.g. the CIFAR-10 images for PROFILE=cifar); `make record PROFILE=cifar DATA_ROOT=DIR` builds that book
 # (cached) and records its results in recorded/cifar/ for the default book.
@@ -14,7 +15,8 @@ STAMP   := $(VENV)/.rramlib-installed
 
 BOOK_ARGS ?=
 DATA_ROOT ?=
-WITH_DATA := $(if $(DATA_ROOT),RRAMLIB_DATA_ROOT=$(abspath $(DATA_ROOT)))
+JOBS ?=
+BOOK_ENV := $(if $(DATA_ROOT),RRAMLIB_DATA_ROOT=$(abspath $(DATA_ROOT))) $(if $(JOBS),RRAMLIB_BOOK_JOBS=$(JOBS))
 
 .PHONY: install test book record sweep benchmark clean
 
@@ -32,10 +34,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 book: $(STAMP)
-	$(WITH_DATA) $(PY) -m rramlib book --profile $(PROFILE) $(if $(FORCE),--force) $(BOOK_ARGS)
+	$(BOOK_ENV) $(PY) -m rramlib book --profile $(PROFILE) $(if $(FORCE),--force) $(BOOK_ARGS)
 
 record: $(STAMP)
-	$(WITH_DATA) $(PY) -m rramlib record --profile $(PROFILE) $(BOOK_ARGS)
+	$(BOOK_ENV) $(PY) -m rramlib record --profile $(PROFILE) $(BOOK_ARGS)
 
 sweep: $(STAMP)
 	mkdir -p $(OUT)

@@ -32,7 +32,8 @@ from pathlib import Path
 
 from .errors import RramlibError
 
-__all__ = ["DISPLAY_ONLY", "RECORDED_DIR", "STUDY_PROFILE", "Recorded", "code_files", "load", "notebook_code_digest",
+__all__ = ["DISPLAY_ONLY", "RECORDED_DIR", "SHIPPED_CACHE", "STUDY_PROFILE", "Recorded", "code_files", "load",
+           "notebook_code_digest", "seed_cache",
            "profile_config", "record", "recorded_inputs", "regenerate_command"]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -47,6 +48,10 @@ DISPLAY_ONLY = ("recorded.py", "claims.py")
 PROVENANCE = "provenance.json"
 #: the console output of the first, uncached build, kept beside a record when the recording run was a cached one
 COLD_BUILD = "cold_build_times.txt"
+#: The folder of results-cache entries a record ships (``recorded/<profile>/cache/<kind>/<key>.pt``, the layout of
+#: :class:`rramlib.cache.Cache`): the base model the record was made with, so that a rebuild starts from that model
+#: instead of training it again (about an hour for ResNet-20 on 2 cores).
+SHIPPED_CACHE = "cache"
 FORMAT = 1
 
 
@@ -175,6 +180,25 @@ def record(profile: str, results_dir: str | os.PathLike, dest: str | os.PathLike
     for n, data in raw.items():
         atomic_write(dest / f"{n}.json", data)
     return atomic_write(dest / PROVENANCE, json.dumps(provenance, indent=1, sort_keys=True) + "\n")
+
+
+def seed_cache(profile: str, cache_dir: str | os.PathLike, folder: str | os.PathLike | None = None) -> list[Path]:
+    """Copy the results-cache entries that the record of ``profile`` ships (:data:`SHIPPED_CACHE`) into
+    ``cache_dir`` where they are absent; returns the copied paths.
+
+    An entry's name is the hash of the code and configuration that made it, so it is only read where the same
+    computation would run; a damaged one fails its checksum on reading and is computed again. To train the base
+    model from scratch, delete the record's ``cache/`` folder (or the copied entry) before building.
+    """
+    from .files import atomic_write
+
+    source = (Path(folder) if folder is not None else RECORDED_DIR / profile) / SHIPPED_CACHE
+    copied = []
+    for path in sorted(source.glob("*/*.pt")) if source.is_dir() else ():
+        target = Path(cache_dir) / path.relative_to(source)
+        if not target.exists():
+            copied.append(atomic_write(target, path.read_bytes()))
+    return copied
 
 
 # ---------------------------------------------------------------------------------------- reading

@@ -140,7 +140,8 @@ def load_results(out_dir: str | os.PathLike, notebook: str) -> dict:
 def runtime_table(out_dir: str | os.PathLike, skip: tuple[str, ...] = ()):
     """Wall time, CPU time (user + system, of the kernel process; barely affected by other load on the
     machine) and peak memory of every notebook whose results file is in ``out_dir``, as each recorded them,
-    with the book builder's own wall time and cache flag where ``build_times.json`` has them."""
+    with the book builder's own wall time, cache flag and how many notebooks it ran at once where
+    ``build_times.json`` has them."""
     import pandas as pd
 
     out = Path(out_dir)
@@ -156,6 +157,7 @@ def runtime_table(out_dir: str | os.PathLike, skip: tuple[str, ...] = ()):
         cpu = res.get("cpu_s")
         rows.append({"notebook": res["notebook"], "runtime (s)": round(res["runtime_s"], 1),
                      "CPU (s)": None if cpu is None else round(cpu, 1), "peak RAM (MiB)": round(res["peak_rss_mb"]),
-                     "builder wall (s)": entry.get("seconds"), "cached": entry.get("cached")})
+                     "builder wall (s)": entry.get("seconds"), "cached": entry.get("cached"),
+                     "notebooks at once": build.get("jobs") if entry else None})
     return pd.DataFrame(rows, columns=["notebook", "runtime (s)", "CPU (s)", "peak RAM (MiB)", "builder wall (s)",
-                                       "cached"])
+                                       "cached", "notebooks at once"])

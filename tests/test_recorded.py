@@ -342,3 +342,36 @@ def test_provenance_table_points_to_the_cold_build_times_when_kept(record, tmp_p
     rows = dict(recorded.load("smoke", tmp_path / "recorded" / "smoke", notebooks_dir=tmp_path / "notebooks")
                 .provenance_table().values)
     assert f"recorded/smoke/{recorded.COLD_BUILD}" in rows["first, uncached build"]
+
+
+def test_seed_cache_copies_shipped_entries_where_absent(tmp_path):
+    import torch
+
+    from rramlib.cache import Cache
+
+    folder = tmp_path / "recorded" / "cifar"
+    Cache(folder / recorded.SHIPPED_CACHE).save("model", "k1", {"w": torch.arange(3.0)})
+    cache_dir = tmp_path / "cache"
+    assert recorded.seed_cache("cifar", cache_dir, folder) == [cache_dir / "model" / "k1.pt"]
+    assert torch.equal(Cache(cache_dir).load("model", "k1")["w"], torch.arange(3.0))  # intact, checksum and all
+    Cache(cache_dir).save("model", "k1", {"w": torch.zeros(3)})
+    assert recorded.seed_cache("cifar", cache_dir, folder) == []  # an entry already there is never replaced
+    assert torch.equal(Cache(cache_dir).load("model", "k1")["w"], torch.zeros(3))
+    assert recorded.seed_cache("cifar", cache_dir, tmp_path / "no-record") == []
+
+
+def test_the_book_builder_seeds_its_cache_from_the_record(tmp_path, monkeypatch):
+    import torch
+
+    from rramlib import book
+    from rramlib.cache import Cache
+
+    monkeypatch.setattr(recorded, "RECORDED_DIR", tmp_path / "recorded")
+    Cache(tmp_path / "recorded" / "smoke" / recorded.SHIPPED_CACHE).save("model", "k1", {"w": torch.ones(2)})
+    monkeypatch.setenv("RRAMLIB_CACHE", str(tmp_path / "cache"))
+    notebooks, book_dir = tiny_book_dirs(tmp_path)
+    lines = []
+    book.build("smoke", tmp_path / "out", html=False, notebooks_dir=notebooks, book_dir=book_dir,
+               log=lambda *a, **k: lines.append(a[0]))
+    assert torch.equal(Cache(tmp_path / "cache").load("model", "k1")["w"], torch.ones(2))
+    assert any("1 entry shipped with recorded/smoke/" in line for line in lines)

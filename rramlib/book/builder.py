@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..errors import RramlibError
-from ..recorded import recorded_inputs
+from ..errors import RramlibError, check_int
+from ..recorded import recorded_inputs, seed_cache
 from .assets import stage_static, write_if_changed
 from .checks import check_offline, scan_outputs, warn_unglued
 from .errors import BookError
@@ -23,12 +25,22 @@ from .present import present
 from .scope import chapter_profile
 from .toc import EXTRA_PART, make_toc, missing_notebooks, notebook_paths
 
-__all__ = ["NotebookRun", "BuildResult", "build", "build_html", "BOOK_DIR", "NOTEBOOK_DIR", "OUT_DIR_PARAM"]
+__all__ = ["NotebookRun", "BuildResult", "build", "build_html", "build_jobs", "BOOK_DIR", "NOTEBOOK_DIR",
+           "OUT_DIR_PARAM", "JOBS_ENV", "MAX_AUTO_JOBS", "SMALL_PROFILES", "kernel_environment"]
 
 BOOK_DIR = REPO_ROOT / "book"
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 #: Parameters every notebook receives; ``out_dir`` is relative to the kernel's working directory.
 OUT_DIR_PARAM = "../results"
+#: The environment variable that sets how many notebooks a build executes at once.
+JOBS_ENV = "RRAMLIB_BOOK_JOBS"
+#: The profiles whose kernels run single-threaded and side by side. Their models are small: a second torch
+#: thread barely speeds a kernel up, while a second kernel on the next core nearly doubles the build's pace.
+#: One thread also makes their numbers the same on every machine (torch's sums follow its thread count).
+SMALL_PROFILES = ("smoke", "quick")
+#: The most notebooks a build of a small profile runs at once unless told otherwise (about 1 GB of memory
+#: each; the chapters' dependencies leave little to gain beyond this; our choice).
+MAX_AUTO_JOBS = 4
 
 
 @dataclass
@@ -47,6 +59,23 @@ class BuildResult:
     runs: list[NotebookRun] = field(default_factory=list)
     html: Path | None = None
     seconds: float = 0.0
+    jobs: int = 1
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """One notebook of a build, with everything decided before anything executes."""
+    path: Path
+    label: str
+    runs_at: str
+    params: dict
+    shown: dict
+    mine_shown: dict
+    key: str
+    reads_others: bool
+    after: tuple[str, ...]
+    executed: Path
+    results_file: Path
 
 
 def _check_profile(profile: str) -> None:
@@ -63,6 +92,132 @@ def _check_tools(html: bool) -> None:
     missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:
         raise BookError(f"missing {', '.join(missing)}; install the book dependencies: pip install -e '.[book]'")
+
+
+def build_jobs(jobs: int | None = None, profile: str = "quick") -> int:
+    """How many notebooks execute at once: ``jobs`` if given, else ``$RRAMLIB_BOOK_JOBS``, else, for the
+    :data:`SMALL_PROFILES`, the CPU count capped at :data:`MAX_AUTO_JOBS`, and one for the others (a
+    study-scale notebook keeps every core busy on its own). The numbers are the same whatever this is
+    (:func:`kernel_environment`); only the wall time changes."""
+    if jobs is None:
+        value = os.environ.get(JOBS_ENV, "").strip()
+        if not value:
+            return max(1, min(os.cpu_count() or 1, MAX_AUTO_JOBS)) if profile in SMALL_PROFILES else 1
+        try:
+            jobs = int(value)
+        except ValueError:
+            raise RramlibError(f"{JOBS_ENV} must be a positive integer, got {value!r}") from None
+    return check_int("jobs", jobs, minimum=1)
+
+
+def kernel_environment(runs_at: str, jobs: int) -> dict[str, str]:
+    """What a notebook's kernel gets in its environment for threads, by the profile it runs at.
+
+    A notebook of the :data:`SMALL_PROFILES` runs torch (and OpenMP) on one thread, whatever ``jobs``, so its
+    numbers do not depend on the machine or on how many notebooks run at once. Others keep torch's default
+    (every core); side by side, their idle threads then sleep instead of spinning (measured on 2 cores: two
+    spinning kernels slowed each other down 4 to 80 times). How threads wait changes no number.
+    """
+    if runs_at in SMALL_PROFILES:
+        return {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if jobs > 1 and "OMP_WAIT_POLICY" not in os.environ:
+        return {"OMP_WAIT_POLICY": "PASSIVE"}
+    return {}
+
+
+class _Inline:
+    """An executor that runs each task at once, in this process (a build with one job)."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+def _execute(plan: list[_Planned], to_run: list[_Planned], jobs: int, pages: Path, cache_dir: Path,
+             finish: Callable[[_Planned, NotebookRun], None], log: Callable[..., None]) -> None:
+    """Execute ``to_run``, up to ``jobs`` at once, calling ``finish`` as each one completes.
+
+    One at a time, notebooks run in notebook order. Side by side, of the notebooks free to start, the one that
+    took longest in its last build goes first (one never built before those, in notebook order). A notebook
+    starts after the notebooks it names in ``metadata.rramlib.after`` (it reuses what they leave in the results
+    cache, so it must not compute the same fits beside them) and, when it reads other notebooks' results, after
+    every notebook before it. After a failure nothing new starts, the running notebooks finish (their results
+    stay cached), and the first error is raised.
+    """
+    if not to_run:
+        return
+    position = {item.path.stem: n for n, item in enumerate(plan)}
+    done = {item.path.stem for item in plan} - {item.path.stem for item in to_run}
+    # longest first, by each notebook's time in its last build (unknown: first, in notebook order)
+    pending = sorted(to_run, key=lambda item: -_last_seconds(item.executed)) if jobs > 1 else list(to_run)
+    running: dict[Future, _Planned] = {}
+    error: BookError | None = None
+
+    def ready(item: _Planned) -> bool:
+        if not all(stem in done for stem in item.after):
+            return False
+        return not item.reads_others or all(p.path.stem in done for p in plan[:position[item.path.stem]])
+
+    executor = _Inline() if jobs == 1 else ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        while pending or running:
+            while error is None and len(running) < jobs:
+                item = next((it for it in pending if ready(it)), None)
+                if item is None:
+                    break
+                pending.remove(item)
+                log(item.label, end="") if jobs == 1 else log(f"{item.label} started")
+                # the kernel runs in the pages' folder, so out_dir="../results" is src/results
+                running[executor.submit(execute_notebook, item.path, item.executed, item.params, cwd=pages,
+                                        cache_dir=cache_dir, metadata={"build_key": item.key, "profile": item.runs_at,
+                                                                       "parameters": item.params,
+                                                                       "rramlib_version": __version__},
+                                        environment=kernel_environment(item.runs_at, jobs))] = item
+            if not running:
+                break
+            completed, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in sorted(completed, key=lambda f: position[running[f].path.stem]):
+                item = running.pop(future)
+                prefix = "" if jobs == 1 else item.label
+                try:
+                    seconds = future.result()
+                    log(f"{prefix} {seconds:7.1f} s")
+                    finish(item, NotebookRun(item.path.stem, seconds, False, item.key, seconds))
+                    done.add(item.path.stem)
+                except BookError as exc:
+                    log(f"{prefix} failed")
+                    error = error or exc
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+    if error is not None:
+        raise error
+
+
+def _last_seconds(executed: Path) -> float:
+    """The wall time of the notebook's last execution (whatever its key), or infinity when it never ran here."""
+    try:
+        return float(json.loads(executed.read_text(encoding="utf-8"))["metadata"]["rramlib"]["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return float("inf")
+
+
+def _after(stem: str, notebook, order: list[str]) -> tuple[str, ...]:
+    """The notebooks ``stem`` runs after (``metadata.rramlib.after``: earlier notebooks of this build)."""
+    names = notebook.metadata.get("rramlib", {}).get("after", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise BookError(f"notebook {stem}: metadata rramlib.after must be a list of notebook names, got {names!r}")
+    for name in names:
+        if name not in order or order.index(name) >= order.index(stem):
+            raise BookError(f"notebook {stem}: metadata rramlib.after names {name!r}, which is not a notebook "
+                            f"before it ({', '.join(order[:order.index(stem)]) or 'none'})")
+    return tuple(names)
 
 
 def _write_times(path: Path, profile: str, runs: list[NotebookRun], extra: dict | None = None) -> None:
@@ -108,10 +263,15 @@ def _stage_toc_and_config(book_dir: Path, src: Path, stems: list[str], log: Call
 def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force: bool = False,
           parameters: Mapping[str, object] | None = None, html: bool = True,
           notebooks_dir: Path = NOTEBOOK_DIR, book_dir: Path = BOOK_DIR, log: Callable[..., None] = _print,
-          ) -> BuildResult:
-    """Stage, execute (cached), present and build the book; see :mod:`rramlib.book`. Returns what was done."""
+          jobs: int | None = None) -> BuildResult:
+    """Stage, execute (cached), present and build the book; see :mod:`rramlib.book`. Returns what was done.
+
+    ``jobs``: how many notebooks execute at once (default :func:`build_jobs`); every notebook's results are
+    the same either way.
+    """
     start = time.perf_counter()
     _check_profile(profile)
+    jobs = build_jobs(jobs, profile)
     extra = dict(parameters or {})
     for name in extra:
         parse_parameter(name, "x")  # name checks (reserved names, identifiers)
@@ -120,7 +280,9 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
 
     book_dir = Path(book_dir)
     notebooks = notebook_paths(notebooks_dir)
-    declared = {p.stem: set(declared_parameters(nbformat.read(p, as_version=4))) for p in notebooks}
+    read = {p.stem: nbformat.read(p, as_version=4) for p in notebooks}
+    declared = {stem: set(declared_parameters(nb)) for stem, nb in read.items()}
+    after = {stem: _after(stem, nb, list(read)) for stem, nb in read.items()}
     unknown = sorted(set(extra) - set().union(*declared.values()))
     if unknown:
         known = sorted(set().union(*declared.values()) - set(RESERVED_PARAMETERS))
@@ -143,11 +305,15 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
 
     cache_dir = Path(os.environ.get("RRAMLIB_CACHE") or REPO_ROOT / ".rramlib_cache").resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
+    shipped = seed_cache(profile, cache_dir)
+    if shipped:
+        entries = "1 entry" if len(shipped) == 1 else f"{len(shipped)} entries"
+        log(f"results cache: {entries} shipped with recorded/{profile}/ copied in (the recorded build's base model)")
     sources = source_files()
-    result = BuildResult(profile=profile, out=out)
+    result = BuildResult(profile=profile, out=out, jobs=jobs)
     times_path = results / "build_times.json"
     keys: dict[str, str] = {}
-    log(f"book ({profile}): {len(notebooks)} notebook(s), results cache {cache_dir}")
+    plan: list[_Planned] = []
     for i, path in enumerate(notebooks, 1):
         raw = path.read_bytes()
         # a notebook gets (and its key depends on) only the extra parameters it declares
@@ -158,50 +324,57 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
         mine_shown = {k: v for k, v in mine.items() if k not in PLACEMENT_PARAMETERS}
         shown = {k: v for k, v in params.items() if k not in PLACEMENT_PARAMETERS}
         # results of other notebooks, and the recorded study-scale build (rramlib.recorded), where it shows them
-        upstream = {**(dict(keys) if reads_other_results(raw) else {}), **recorded_inputs(raw)}
+        reads_others = reads_other_results(raw)
+        upstream = {**(dict(keys) if reads_others else {}), **recorded_inputs(raw)}
         key = build_key(raw, shown, sources, __version__, upstream)
         keys[path.stem] = key
-        executed = executed_dir / path.name
-        results_file = results / f"{path.stem}.json"
-        label = f"  [{i}/{len(notebooks)}] {path.stem:<28}"
-        t0 = time.perf_counter()
-        previous = None if force else cached_seconds(executed, key, results_file)
-        if previous is not None:
-            run = NotebookRun(path.stem, time.perf_counter() - t0, True, key, previous)
-            log(f"{label} {run.seconds:7.1f} s  cached (last run {previous:.1f} s)")
-        else:
-            log(label, end="")
-            try:
-                # the kernel runs in the pages' folder, so out_dir="../results" is src/results
-                seconds = execute_notebook(path, executed, params, cwd=pages, cache_dir=cache_dir,
-                                           metadata={"build_key": key, "profile": runs_at,
-                                                     "parameters": params, "rramlib_version": __version__})
-            except BookError:
-                log(" failed")
-                _write_times(times_path, profile, result.runs)
-                raise
-            run = NotebookRun(path.stem, seconds, False, key, seconds)
-            log(f" {seconds:7.1f} s")
-            if not results_file.exists():
-                raise BookError(f"notebook {path.stem} wrote no results/{path.stem}.json: create its report "
-                                f"as Report({path.stem!r}, params, out_dir) and call report.finish() last")
-        executed_nb = nbformat.read(executed, as_version=4)
+        plan.append(_Planned(path, f"  [{i}/{len(notebooks)}] {path.stem:<28}", runs_at, params, shown, mine_shown,
+                             key, reads_others, after[path.stem], executed_dir / path.name,
+                             results / f"{path.stem}.json"))
+    log(f"book ({profile}): {len(notebooks)} notebook(s), results cache {cache_dir}"
+        + (f", up to {jobs} at once" if jobs > 1 else ""))
+
+    runs: dict[str, NotebookRun] = {}
+
+    def finish(item: _Planned, run: NotebookRun) -> None:
+        """Check an executed notebook's outputs, write its page and the build times so far."""
+        if not item.results_file.exists():
+            raise BookError(f"notebook {item.path.stem} wrote no results/{item.path.stem}.json: create its report "
+                            f"as Report({item.path.stem!r}, params, out_dir) and call report.finish() last")
+        executed_nb = nbformat.read(item.executed, as_version=4)
         findings = scan_outputs(executed_nb, allowed=[str(v) for v in extra.values() if isinstance(v, str)])
         if findings:
-            raise BookError(f"notebook {path.stem} shows machine-specific text in its outputs "
-                            f"({executed}):\n  " + "\n  ".join(findings[:10]))
+            raise BookError(f"notebook {item.path.stem} shows machine-specific text in its outputs "
+                            f"({item.executed}):\n  " + "\n  ".join(findings[:10]))
         # the notebook's whole execution (kernel start included), as the builder timed it; memory from its report
-        page = present(executed_nb, path.stem, shown, runs_at, mine_shown, run.executed_seconds,
-                       _peak_memory(results_file), book_profile=profile)
-        write_if_changed(pages / path.name, nbformat.writes(page).encode())
-        result.runs.append(run)
-        _write_times(times_path, profile, result.runs)
+        page = present(executed_nb, item.path.stem, item.shown, item.runs_at, item.mine_shown, run.executed_seconds,
+                       _peak_memory(item.results_file), book_profile=profile)
+        write_if_changed(pages / item.path.name, nbformat.writes(page).encode())
+        runs[item.path.stem] = run
+        result.runs = [runs[p.path.stem] for p in plan if p.path.stem in runs]
+        _write_times(times_path, profile, result.runs, {"jobs": jobs})
+
+    to_run = []
+    for item in plan:
+        t0 = time.perf_counter()
+        previous = None if force else cached_seconds(item.executed, item.key, item.results_file)
+        if previous is None:
+            to_run.append(item)
+            continue
+        run = NotebookRun(item.path.stem, time.perf_counter() - t0, True, item.key, previous)
+        log(f"{item.label} {run.seconds:7.1f} s  cached (last run {previous:.1f} s)")
+        finish(item, run)
+    try:
+        _execute(plan, to_run, jobs, pages, cache_dir, finish, log)
+    except BookError:
+        _write_times(times_path, profile, result.runs, {"jobs": jobs})
+        raise
     notebooks_s = time.perf_counter() - start
     if html:
         t0 = time.perf_counter()
         result.html = build_html(src, log=log)
-        _write_times(times_path, profile, result.runs,
-                     {"notebooks_total_s": round(notebooks_s, 3), "html_s": round(time.perf_counter() - t0, 3)})
+        _write_times(times_path, profile, result.runs, {"jobs": jobs, "notebooks_total_s": round(notebooks_s, 3),
+                                                        "html_s": round(time.perf_counter() - t0, 3)})
     result.seconds = time.perf_counter() - start
     return result
 

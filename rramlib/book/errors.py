@@ -27,6 +27,9 @@ class NotebookError(BookError):
         super().__init__(f"notebook {notebook} failed" + (f" at In [{cell}]" if cell is not None else "")
                          + f": {ename}: {evalue}")
 
+    def __reduce__(self):  # crosses process boundaries intact (builds that run notebooks side by side)
+        return type(self), (self.notebook, self.ename, self.evalue, self.cell, self.traceback, self.executed)
+
     @property
     def bad_input(self) -> bool:
         return self.ename.split(".")[-1] == "RramlibError"

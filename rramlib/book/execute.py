@@ -21,7 +21,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 REPO_ROOT = PACKAGE_DIR.parent
 KERNEL_NAME = "python3"
 #: Bump when the builder changes how notebooks execute (kernel environment, parameters, cwd).
-KEY_VERSION = b"rramlib-book-key-v2"
+KEY_VERSION = b"rramlib-book-key-v3"
 #: The one file of this package that runs inside the kernels (it shapes their outputs): part of the key.
 KERNEL_SIDE = ("book/display.py",)
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -124,12 +124,14 @@ def _kernel_env(cache_dir: Path) -> dict[str, str]:
 
 def execute_notebook(source: Path, output: Path, parameters: Mapping[str, object], *,
                      cwd: Path | None = None, cache_dir: Path | None = None,
-                     metadata: Mapping[str, object] | None = None, timeout: float | None = None) -> float:
+                     metadata: Mapping[str, object] | None = None, timeout: float | None = None,
+                     environment: Mapping[str, str] | None = None) -> float:
     """Execute ``source`` with papermill into ``output``; returns the wall seconds.
 
     The kernel (``python3``) runs in ``cwd`` (default: the output's folder) with the shared results
     cache, this checkout's rramlib and the book's table display (:mod:`rramlib.book.display`).
-    ``metadata`` is stored under ``metadata.rramlib`` of the executed notebook. Raises
+    ``metadata`` is stored under ``metadata.rramlib`` of the executed notebook; ``environment`` adds variables
+    to the kernel's environment. Raises
     :class:`NotebookError` when a cell raises.
     """
     import nbformat
@@ -145,7 +147,7 @@ def execute_notebook(source: Path, output: Path, parameters: Mapping[str, object
     # MPLBACKEND=Agg in the environment would make every figure vanish from the book
     start = time.perf_counter()
     try:
-        with temporary_environ(_kernel_env(cache_dir), remove=("MPLBACKEND",)):
+        with temporary_environ({**_kernel_env(cache_dir), **(environment or {})}, remove=("MPLBACKEND",)):
             papermill.execute_notebook(
                 str(source), str(output), parameters=dict(parameters), kernel_name=KERNEL_NAME,
                 cwd=str(cwd), progress_bar=False, log_output=False, report_mode=False,
