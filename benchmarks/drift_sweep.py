@@ -7,11 +7,14 @@ simulation adds; the goal is <= 1.2 with the ideal crossbar and <= 2 with the ai
 periphery (tiles, DAC, ADC, output noise at every read; rramlib.crossbar).
 
     python benchmarks/drift_sweep.py [--profile quick] [--repeats 3] [--out FILE.json]
+    python benchmarks/drift_sweep.py --profile cifar --data-root DIR     # ResNet-20 on CIFAR-10
+    python benchmarks/drift_sweep.py --ops 15      # also: where a sweep's time goes, per torch operator
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -37,16 +40,35 @@ def sweep(analog, test, times, chips):
             accuracy(analog.at(t), test)
 
 
+def operator_costs(model, test, times, chips, crossbars, top: int) -> None:
+    """Print, per crossbar preset, the ``top`` torch operators by self CPU time in one sweep (first preset)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    preset = next(iter(PRESETS))
+    with torch.inference_mode():
+        for crossbar in crossbars:
+            analog = AnalogModel(model, preset, seed=chips[0], crossbar=crossbar)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                sweep(analog, test, times, chips)
+            print(f"\n{preset} {crossbar}: costliest operators of one sweep")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="quick", help="profile whose model and time grid are used")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions; the minimum is reported")
     parser.add_argument("--out", default=None, help="write the measurements to this JSON file")
     parser.add_argument("--crossbars", default="ideal,aihwkit", help="comma-separated crossbar presets to time")
+    parser.add_argument("--data-root", default=os.environ.get("RRAMLIB_DATA_ROOT"),
+                        help="dataset folder for the cifar/paper profiles (default: $RRAMLIB_DATA_ROOT)")
+    parser.add_argument("--ops", type=int, default=0, metavar="N",
+                        help="after the timings, profile one sweep per crossbar and print its N costliest torch "
+                             "operators (self CPU time)")
     args = parser.parse_args()
 
     profile = get_profile(args.profile)
-    base = train_base_model(profile, cache=Cache(default_cache_dir()), progress=True)
+    base = train_base_model(profile, data_root=args.data_root, cache=Cache(default_cache_dir()), progress=True)
     test = as_tensors(base.splits.test)
     times = [parse_time(t) for t in profile.times]
     chips = [EVAL_CHIP_BASE + i for i in range(profile.chips)]
@@ -65,6 +87,8 @@ def main() -> None:
                          "plain_s": min(t_plain), "sweep_s": min(t_sweep), "ratio": min(t_sweep) / min(t_plain)})
             print(f"{preset:18s} {crossbar:8s} {n} evaluations x {len(test[1])} images: plain {min(t_plain):.3f} s, "
                   f"sweep {min(t_sweep):.3f} s, ratio {rows[-1]['ratio']:.2f}")
+    if args.ops > 0:
+        operator_costs(base.model, test, times, chips, args.crossbars.split(","), args.ops)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"metadata": run_metadata(profile=profile.name, threads=torch.get_num_threads()),

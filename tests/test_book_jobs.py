@@ -21,16 +21,22 @@ _LOGGING = ("import json, os, pathlib, time\n"
             "{extra}"
             "pathlib.Path(out_dir).mkdir(parents=True, exist_ok=True)\n"
             "(pathlib.Path(out_dir) / '{stem}.json').write_text(json.dumps({{'runtime_s': 0.1, 'peak_rss_mb': 1}}))\n"
-            "pathlib.Path(log_dir, '{stem}.json').write_text(json.dumps({{'start': start, 'end': time.time(), "
+            "written = pathlib.Path(log_dir, '{stem}.json').write_text(json.dumps({{'start': start, 'end': time.time(), "
             "'wait_policy': os.environ.get('OMP_WAIT_POLICY'), 'omp': os.environ.get('OMP_NUM_THREADS'), "
             "'threads': threads}}))")
+
+
+def _wait_for(marker: str, then: float = 0.0) -> str:
+    """Notebook code that waits (at most two minutes) until another notebook creates ``marker`` in ``log_dir``."""
+    return (f"for tick in range(1200):\n    if pathlib.Path(log_dir, {marker!r}).exists():\n        break\n"
+            f"    time.sleep(0.1)\ntime.sleep({then})\nthreads = None\n")
 
 
 def _notebook(stem, log_dir, seconds=0.0, after=None, extra="threads = None\n"):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     if after is not None:
-        nb.metadata["rramlib"] = {"after": after}
+        nb.metadata["rramlib_book"] = {"after": after}
     cell = nbformat.v4.new_code_cell(f"profile = 'quick'\nout_dir = 'results'\nlog_dir = {str(log_dir)!r}\n"
                                      f"seconds = {seconds}")
     cell.metadata["tags"] = ["parameters"]
@@ -84,7 +90,7 @@ def test_bad_jobs_are_refused_before_any_work(tmp_path, monkeypatch, value):
 def test_after_must_name_earlier_notebooks(tmp_path, monkeypatch, after):
     monkeypatch.setenv("RRAMLIB_CACHE", str(tmp_path / "cache"))
     notebooks, book_dir, log_dir = _book(tmp_path, {"01_a": {"after": after}, "02_b": {}})
-    with pytest.raises(book.BookError, match="rramlib.after"):
+    with pytest.raises(book.BookError, match="rramlib_book.after"):
         _build(tmp_path, notebooks, book_dir, jobs=2)
     assert _logs(log_dir) == {}  # refused before any notebook ran
 
@@ -103,8 +109,10 @@ def test_side_by_side_order_and_kernel_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("RRAMLIB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # a small profile's kernels run on one thread all the same
 
-    specs = {"01_a": {"seconds": 4.0},
-             "02_b": {"seconds": 1.0, "extra": "import torch\nthreads = torch.get_num_threads()\n"},
+    # 01_a runs until 02_b runs: side by side they overlap; one at a time, 01_a would wait in vain
+    specs = {"01_a": {"extra": _wait_for("b-running", then=1)},
+             "02_b": {"extra": "pathlib.Path(log_dir, 'b-running').touch()\nimport torch\n"
+                               "threads = torch.get_num_threads()\n"},
              "03_c": {"after": ["01_a"]},  # reuses what 01_a leaves in the cache
              "04_d": {"extra": "threads = None  # load_results: reads the others' results\n"}}
     notebooks, book_dir, log_dir = _book(tmp_path, specs)
@@ -154,7 +162,9 @@ def test_longest_last_time_starts_first(tmp_path, monkeypatch):
 
 def test_a_failure_side_by_side_stops_new_work_and_names_the_notebook(tmp_path, monkeypatch):
     monkeypatch.setenv("RRAMLIB_CACHE", str(tmp_path / "cache"))
-    specs = {"01_a": {"seconds": 5.0}, "02_b": {"extra": "raise ValueError('broken on purpose')\n"},
+    # 01_a runs until 02_b has failed (and a little longer): 03_c could start only after a failure
+    specs = {"01_a": {"extra": _wait_for("failing", then=3)},
+             "02_b": {"extra": "pathlib.Path(log_dir, 'failing').touch()\nraise ValueError('broken on purpose')\n"},
              "03_c": {}}
     notebooks, book_dir, log_dir = _book(tmp_path, specs)
     with pytest.raises(book.NotebookError, match="broken on purpose") as info:

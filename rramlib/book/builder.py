@@ -146,10 +146,10 @@ def _execute(plan: list[_Planned], to_run: list[_Planned], jobs: int, pages: Pat
 
     One at a time, notebooks run in notebook order. Side by side, of the notebooks free to start, the one that
     took longest in its last build goes first (one never built before those, in notebook order). A notebook
-    starts after the notebooks it names in ``metadata.rramlib.after`` (it reuses what they leave in the results
-    cache, so it must not compute the same fits beside them) and, when it reads other notebooks' results, after
-    every notebook before it. After a failure nothing new starts, the running notebooks finish (their results
-    stay cached), and the first error is raised.
+    starts after the notebooks it names in ``metadata.rramlib_book.after`` (it reuses what they leave in the
+    results cache, so it must not compute the same fits beside them) and, when it reads other notebooks'
+    results, after every notebook before it. After a failure nothing new starts, the running notebooks finish
+    (their results stay cached), and the first error is raised.
     """
     if not to_run:
         return
@@ -209,13 +209,14 @@ def _last_seconds(executed: Path) -> float:
 
 
 def _after(stem: str, notebook, order: list[str]) -> tuple[str, ...]:
-    """The notebooks ``stem`` runs after (``metadata.rramlib.after``: earlier notebooks of this build)."""
-    names = notebook.metadata.get("rramlib", {}).get("after", [])
+    """The notebooks ``stem`` runs after (``metadata.rramlib_book.after``: earlier notebooks of this build)."""
+    names = notebook.metadata.get("rramlib_book", {}).get("after", [])
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise BookError(f"notebook {stem}: metadata rramlib.after must be a list of notebook names, got {names!r}")
+        raise BookError(f"notebook {stem}: metadata rramlib_book.after must be a list of notebook names, "
+                        f"got {names!r}")
     for name in names:
         if name not in order or order.index(name) >= order.index(stem):
-            raise BookError(f"notebook {stem}: metadata rramlib.after names {name!r}, which is not a notebook "
+            raise BookError(f"notebook {stem}: metadata rramlib_book.after names {name!r}, which is not a notebook "
                             f"before it ({', '.join(order[:order.index(stem)]) or 'none'})")
     return tuple(names)
 
