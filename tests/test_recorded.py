@@ -375,3 +375,34 @@ def test_the_book_builder_seeds_its_cache_from_the_record(tmp_path, monkeypatch)
                log=lambda *a, **k: lines.append(a[0]))
     assert torch.equal(Cache(tmp_path / "cache").load("model", "k1")["w"], torch.ones(2))
     assert any("1 entry shipped with recorded/smoke/" in line for line in lines)
+
+
+def test_the_shipped_base_model_is_keyed_for_the_records_code_and_data():
+    """recorded/cifar ships its trained ResNet-20: the file's name is the model's cache key for the record's
+    training code (the SHA-256 its provenance lists), the cifar configuration and the recorded data, and it
+    loads into ResNet-20 (every tensor, every shape)."""
+    import types
+    from pathlib import PurePosixPath
+
+    from rramlib.cache import Cache, _module_path, config_hash, module_closure
+    from rramlib.experiments import MODEL_SOURCES, model_config
+    from rramlib.models import build_model
+    from rramlib.profiles import get_profile
+
+    rec = recorded.load()
+    folder = recorded.RECORDED_DIR / recorded.STUDY_PROFILE / recorded.SHIPPED_CACHE
+    (entry,) = (folder / "model").glob("*.pt")
+    files = rec.provenance["code"]["files"]
+    rels = sorted((_module_path(PACKAGE, m).relative_to(PACKAGE).as_posix() for m in module_closure(MODEL_SOURCES)),
+                  key=lambda rel: PurePosixPath(rel).parts)
+    digest = hashlib.sha256()
+    for rel in rels:  # rramlib.cache.source_digest, from the recorded hashes instead of today's files
+        digest.update(rel.encode() + b"\0")
+        digest.update(bytes.fromhex(files[rel]))
+    source = next(s for s in rec.provenance["data_sources"] if s.get("dataset") == "cifar10")
+    config = model_config(get_profile(rec.profile), types.SimpleNamespace(info={"source": source}))
+    assert entry.stem == config_hash(config, version=rec.provenance["rramlib_version"], sources=digest.hexdigest())
+    state = Cache(folder).load("model", entry.stem)
+    model = build_model("resnet20", num_classes=10, in_channels=3, seed=0)
+    model.load_state_dict(state["state_dict"])  # strict
+    assert len(state["history"]["train_loss"]) == rec.provenance["profile_config"]["train"]["epochs"]

@@ -309,7 +309,7 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
     shipped = seed_cache(profile, cache_dir)
     if shipped:
         entries = "1 entry" if len(shipped) == 1 else f"{len(shipped)} entries"
-        log(f"results cache: {entries} shipped with recorded/{profile}/ copied in (the recorded build's base model)")
+        log(f"results cache: {entries} shipped with recorded/{profile}/ copied in (the record's trained base model)")
     sources = source_files()
     result = BuildResult(profile=profile, out=out, jobs=jobs)
     times_path = results / "build_times.json"
