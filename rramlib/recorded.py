@@ -49,8 +49,8 @@ PROVENANCE = "provenance.json"
 #: the console output of the first, uncached build, kept beside a record when the recording run was a cached one
 COLD_BUILD = "cold_build_times.txt"
 #: The folder of results-cache entries a record ships (``recorded/<profile>/cache/<kind>/<key>.pt``, the layout of
-#: :class:`rramlib.cache.Cache`): the base model the record was made with, so that a rebuild starts from that model
-#: instead of training it again (about an hour for ResNet-20 on 2 cores).
+#: :class:`rramlib.cache.Cache`): a base model trained with the record's code, configuration and data, so that a
+#: rebuild starts from it instead of training ResNet-20 again (the longest step of a cold study-scale build).
 SHIPPED_CACHE = "cache"
 FORMAT = 1
 
