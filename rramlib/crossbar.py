@@ -224,10 +224,12 @@ def _op(v: Tensor, name: str, *args) -> Tensor:
     return getattr(v, name + "_")(*args) if not v.requires_grad else getattr(v, name)(*args)
 
 
-def _dac(x: Tensor, inv_scale: Tensor, xb: Crossbar, clip: bool) -> Tensor:
-    """DAC codes ``clip(round(x·inv_scale), ±inp_bound/δ_in)`` (``inv_scale = 1/(α·reduction·δ_in)``)."""
+def _dac(x: Tensor, inv_scale: Tensor, xb: Crossbar, clip: bool, overwrite: bool = False) -> Tensor:
+    """DAC codes ``clip(round(x·inv_scale), ±inp_bound/δ_in)`` (``inv_scale = 1/(α·reduction·δ_in)``);
+    ``overwrite``: compute them in ``x`` itself (a temporary the caller owns, needing no gradient)."""
     bound = xb.inp_bound / (xb.inp_step or 1.0) if clip else 0.0
-    return quantise(x * inv_scale, 1.0 if xb.inp_step > 0 else 0.0, bound, inplace=True)
+    x = x.mul_(inv_scale) if overwrite and not x.requires_grad else x * inv_scale
+    return quantise(x, 1.0 if xb.inp_step > 0 else 0.0, bound, inplace=True)
 
 
 def _ir_drop(xq: Tensor, w: Tensor, xb: Crossbar) -> Tensor:
@@ -265,13 +267,14 @@ def _read(codes: Tensor, w: Tensor, xb: Crossbar, out_sizes: list[int], noise: T
 
 def analog_matmul(x: Tensor, w: Tensor, xb: Crossbar, *, in_sizes: list[int] | None = None,
                   sigma: Tensor | None = None, offset: Tensor | None = None, reads: torch.Generator | None = None,
-                  gain: Tensor | None = None) -> Tensor:
+                  gain: Tensor | None = None, overwrite: bool = False) -> Tensor:
     """``x @ w.T`` through tiles and periphery: ``x`` (B, in) inputs, ``w`` (out, in) normalised weights.
 
     ``in_sizes``: the input tiles (consecutive columns; default ``split_sizes(in, xb.max_input_size)``);
     ``sigma`` (input tiles, out): per-read noise strength per column (default: ``xb.out_noise`` everywhere);
     ``offset`` (input tiles, out): fixed per-column offsets; ``reads``: the generator of the output noise;
-    ``gain`` (0-dim or (out,)): digital factor on the outputs (the weights' ``w_max``).
+    ``gain`` (0-dim or (out,)): digital factor on the outputs (the weights' ``w_max``); ``overwrite``: ``x`` is a
+    temporary of the caller's (im2col patches) that may be overwritten, which saves a copy of it.
     Returns (B, out) in the units of ``x`` times ``w`` (times ``gain``).
     """
     in_sizes = in_sizes or split_sizes(w.shape[1], xb.max_input_size)
@@ -290,14 +293,16 @@ def analog_matmul(x: Tensor, w: Tensor, xb: Crossbar, *, in_sizes: list[int] | N
             noise = torch.tensor(xb.out_noise / out_unit, dtype=x.dtype, device=x.device)
         tile_offset = None if offset is None else offset[i]
         if abs_max:  # noise management: α = max|x| per vector; an all-zero vector reads as exact zeros
-            alpha = xs.detach().abs().amax(dim=1, keepdim=True)
+            xd = xs.detach()  # max|x| from the max and the min: |x| would be a copy as large as the input
+            alpha = torch.maximum(xd.amax(dim=1, keepdim=True), xd.amin(dim=1, keepdim=True).neg_())
             out_scale = alpha * row_gain
             alpha = alpha.masked_fill(alpha == 0, 1.0)
         else:
             alpha = torch.ones_like(xs[:, :1])
             out_scale = alpha * row_gain
-        z, saturated = _read(_dac(xs, 1.0 / (alpha * in_unit), xb, clip), ws, xb, out_sizes, noise, tile_offset,
-                             reads)
+        redo_needs_x = xb.bound_management == "iterative" and xb.out_bound > 0
+        codes = _dac(xs, 1.0 / (alpha * in_unit), xb, clip, overwrite=overwrite and not redo_needs_x)
+        z, saturated = _read(codes, ws, xb, out_sizes, noise, tile_offset, reads)
         y = _op(z, "mul", out_scale)
         reduction = 1.0
         while saturated is not None and reduction <= limit and bool(saturated.any()):
@@ -400,11 +405,11 @@ class CrossbarLayer:
         self.sigma = None if self.sigma is None else self.sigma.to(device)
         self.offset = None if self.offset is None else self.offset.to(device)
 
-    def _matmul(self, rows: Tensor, w: Tensor, in_sizes: list[int] | None = None) -> Tensor:
+    def _matmul(self, rows: Tensor, w: Tensor, in_sizes: list[int] | None = None, owned: bool = False) -> Tensor:
         w_max = self.w_max.to(w.device)
         w_col = w_max.unsqueeze(1) if w_max.dim() else w_max
         return analog_matmul(rows, w / w_col, self.crossbar, in_sizes=in_sizes, sigma=self.sigma,
-                             offset=self.offset, reads=self.periphery.reads, gain=w_max)
+                             offset=self.offset, reads=self.periphery.reads, gain=w_max, overwrite=owned)
 
     def __call__(self, x: Tensor) -> Tensor:
         m = self.module
@@ -417,7 +422,8 @@ class CrossbarLayer:
         channels = [size // self.group for size in in_sizes]  # input tiles hold whole channels (aihwkit)
         rows = patches(x, m.kernel_size, m.stride, m.padding, m.dilation, channels)  # (N, H', W', C·kh·kw)
         n, h_out, w_out, _ = rows.shape
-        y = self._matmul(rows.reshape(n * h_out * w_out, -1), kernel_rows(m.weight, channels), in_sizes)
+        rows = rows.reshape(n * h_out * w_out, -1)
+        y = self._matmul(rows, kernel_rows(m.weight, channels), in_sizes, owned=rows.data_ptr() != x.data_ptr())
         y = y.reshape(n, h_out, w_out, -1).permute(0, 3, 1, 2)  # a view in channels-last layout, no copy
         if m.bias is not None:
             y = y + m.bias.view(1, -1, 1, 1)

@@ -11,7 +11,7 @@ from rramlib.analog import rram_layers
 from rramlib.cache import Cache
 from rramlib.compensation import (METHODS, DoRACalibrationConfig, FitContext, LoRAMethodConfig, Method,
                                   VeraPlusMethodConfig, drift_injected_training, make_method)
-from rramlib.compensation.dora_calibration import dora_values, stratified_pick
+from rramlib.compensation.dora_calibration import ADAPTER, dora_values, stratified_pick
 from rramlib.errors import RramlibError
 from rramlib.evaluate import accuracy
 from rramlib.experiments import SweepConfig, fit_method, run_sweep, train_base_model
@@ -365,6 +365,34 @@ def test_dora_calibration_recovers_accuracy(base):
     none, dora = make_method("none").fit(ctx), make_method("dora", steps=60, budget=0.05).fit(ctx)
     test = base.splits.test.tensors
     assert accuracy(dora.at(EVAL_CHIP_BASE, T10Y), test) > accuracy(none.at(EVAL_CHIP_BASE, T10Y), test) + 0.05
+
+
+def test_dora_calibration_equals_stepping_the_whole_network(base):
+    """Training one layer on its cached input gives the parameters of training it through the whole network
+    (the loss reads only that layer's output; the layers before it are fixed while it trains)."""
+    method = make_method("dora", steps=4, budget=0.05).fit(context(base, "ibm_pcm"))
+    method.at(EVAL_CHIP_BASE, T10Y)
+    fast = {k: v.clone() for k, v in method.adapters_.adapter_state_dict(ADAPTER).items()}
+    # the reference: every step runs the whole network and reads the layer's output through a hook
+    method.adapters_.load_adapter_state_dict(ADAPTER, method._initial)
+    method.adapters_.reset_magnitude(ADAPTER)
+    modules = dict(method.analog_.model.named_modules())
+    with torch.enable_grad():
+        for name, params in method._params_by_layer().items():
+            out = {}
+            handle = modules[name].register_forward_hook(lambda m, i, o: out.__setitem__("y", o))
+            optimizer = torch.optim.Adam(params, lr=method.hparams.lr)
+            for _ in range(method.hparams.steps):
+                method.analog_.model(method.calib_inputs_)
+                loss = F.mse_loss(out["y"], method.targets_[name])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            handle.remove()
+    slow = method.adapters_.adapter_state_dict(ADAPTER)
+    assert len(method.layers_) > 1 and fast.keys() == slow.keys()
+    for key in fast:
+        torch.testing.assert_close(fast[key], slow[key], rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------------------- storage and MACs
