@@ -9,6 +9,7 @@ periphery (tiles, DAC, ADC, output noise at every read; rramlib.crossbar).
     python benchmarks/drift_sweep.py [--profile quick] [--repeats 3] [--out FILE.json]
     python benchmarks/drift_sweep.py --profile cifar --data-root DIR     # ResNet-20 on CIFAR-10
     python benchmarks/drift_sweep.py --ops 15      # also: where a sweep's time goes, per torch operator
+    python benchmarks/drift_sweep.py --profile cifar --data-root DIR --presets ibm_pcm --images 500 --repeats 2
 """
 from __future__ import annotations
 
@@ -40,11 +41,10 @@ def sweep(analog, test, times, chips):
             accuracy(analog.at(t), test)
 
 
-def operator_costs(model, test, times, chips, crossbars, top: int) -> None:
-    """Print, per crossbar preset, the ``top`` torch operators by self CPU time in one sweep (first preset)."""
+def operator_costs(model, test, times, chips, crossbars, top: int, preset: str) -> None:
+    """Print, per crossbar preset, the ``top`` torch operators by self CPU time in one sweep of drift ``preset``."""
     from torch.profiler import ProfilerActivity, profile
 
-    preset = next(iter(PRESETS))
     with torch.inference_mode():
         for crossbar in crossbars:
             analog = AnalogModel(model, preset, seed=chips[0], crossbar=crossbar)
@@ -62,20 +62,30 @@ def main() -> None:
     parser.add_argument("--crossbars", default="ideal,aihwkit", help="comma-separated crossbar presets to time")
     parser.add_argument("--data-root", default=os.environ.get("RRAMLIB_DATA_ROOT"),
                         help="dataset folder for the cifar/paper profiles (default: $RRAMLIB_DATA_ROOT)")
+    parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated drift presets to time")
+    parser.add_argument("--images", type=int, default=0, metavar="N",
+                        help="time the first N test images only (default: the whole test split)")
     parser.add_argument("--ops", type=int, default=0, metavar="N",
                         help="after the timings, profile one sweep per crossbar and print its N costliest torch "
                              "operators (self CPU time)")
     args = parser.parse_args()
+    presets = args.presets.split(",")
+    unknown = [p for p in presets if p not in PRESETS]
+    if unknown or args.images < 0:
+        parser.error(f"unknown preset(s) {unknown}; choose from {', '.join(PRESETS)}" if unknown
+                     else "--images must be >= 0")
 
     profile = get_profile(args.profile)
     base = train_base_model(profile, data_root=args.data_root, cache=Cache(default_cache_dir()), progress=True)
     test = as_tensors(base.splits.test)
+    if args.images:
+        test = tuple(t[:args.images] for t in test)
     times = [parse_time(t) for t in profile.times]
     chips = [EVAL_CHIP_BASE + i for i in range(profile.chips)]
     n = len(times) * len(chips)
     rows = []
     with torch.inference_mode():
-        for preset, crossbar in [(p, c) for p in PRESETS for c in args.crossbars.split(",")]:
+        for preset, crossbar in [(p, c) for p in presets for c in args.crossbars.split(",")]:
             analog = AnalogModel(base.model, preset, seed=chips[0], crossbar=crossbar)
             plain(base.model, test, 2)  # warm-up
             sweep(analog, test, times[:1], chips[:1])
@@ -88,10 +98,11 @@ def main() -> None:
             print(f"{preset:18s} {crossbar:8s} {n} evaluations x {len(test[1])} images: plain {min(t_plain):.3f} s, "
                   f"sweep {min(t_sweep):.3f} s, ratio {rows[-1]['ratio']:.2f}")
     if args.ops > 0:
-        operator_costs(base.model, test, times, chips, args.crossbars.split(","), args.ops)
+        operator_costs(base.model, test, times, chips, args.crossbars.split(","), args.ops, presets[0])
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"metadata": run_metadata(profile=profile.name, threads=torch.get_num_threads()),
+            json.dump({"metadata": run_metadata(profile=profile.name, threads=torch.get_num_threads(),
+                                                images=len(test[1])),
                        "rows": rows}, f, indent=1)
 
 
