@@ -234,8 +234,11 @@ def test_build_key_changes_with_every_input():
         build_key(nb, params, {"b.py": b"x = 1"}, "0.1.0"),
         build_key(nb, params, sources, "0.2.0"),
         build_key(nb, params, sources, "0.1.0", upstream={"01_a": "f" * 64}),
+        build_key(nb, params, sources, "0.1.0", environment={"OMP_NUM_THREADS": "1"}),
+        build_key(nb, params, sources, "0.1.0", environment={"OMP_NUM_THREADS": "2"}),
     ]
     assert len({key, *others}) == 1 + len(others)
+    assert build_key(nb, params, sources, "0.1.0", environment={}) == key  # no variables: the key as before
 
 
 def test_source_files_cover_the_package():

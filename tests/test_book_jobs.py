@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 
@@ -97,12 +98,33 @@ def test_after_must_name_earlier_notebooks(tmp_path, monkeypatch, after):
 
 def test_kernel_threads_by_profile(monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    single = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    single = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **builder.instruction_cap()}
     assert builder.kernel_environment("quick", 1) == builder.kernel_environment("smoke", 4) == single
     assert builder.kernel_environment("cifar", 1) == {}  # torch's default threads: the recorded build's setting
     assert builder.kernel_environment("cifar", 2) == {"OMP_WAIT_POLICY": "PASSIVE"}
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's own choice stands
     assert builder.kernel_environment("paper", 2) == {}
+
+
+@pytest.mark.parametrize("capability,capped", [("AVX512", True), ("AVX2", True), ("DEFAULT", False),
+                                                ("NO AVX", False), ("ZVECTOR", False)])
+def test_small_profiles_cap_vector_instructions_at_avx2(monkeypatch, capability, capped):
+    """x86 machines with AVX2 or AVX-512 both compute at AVX2 (the same sums); other machines are left alone."""
+    monkeypatch.setattr(builder, "cpu_capability", lambda: capability)
+    for name in builder.AVX2_CAP:
+        monkeypatch.delenv(name, raising=False)
+    env = builder.kernel_environment("quick", 2)
+    assert (env.items() >= builder.AVX2_CAP.items()) == capped
+    assert not any(name in env for name in builder.AVX2_CAP) or capped
+    assert builder.kernel_environment("cifar", 1) == {}  # the study scale keeps the machine's widest instructions
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")  # a variable the user set stands
+    assert "ONEDNN_MAX_CPU_ISA" not in builder.kernel_environment("smoke", 1)
+
+
+def test_cpu_capability_is_torchs():
+    import torch
+
+    assert builder.cpu_capability() == torch.backends.cpu.get_cpu_capability()
 
 
 def test_side_by_side_order_and_kernel_environment(tmp_path, monkeypatch):
@@ -112,7 +134,8 @@ def test_side_by_side_order_and_kernel_environment(tmp_path, monkeypatch):
     # 01_a runs until 02_b runs: side by side they overlap; one at a time, 01_a would wait in vain
     specs = {"01_a": {"extra": _wait_for("b-running", then=1)},
              "02_b": {"extra": "pathlib.Path(log_dir, 'b-running').touch()\nimport torch\n"
-                               "threads = torch.get_num_threads()\n"},
+                               "threads = torch.get_num_threads()\n"
+                               "pathlib.Path(log_dir, 'isa').write_text(torch.backends.cpu.get_cpu_capability())\n"},
              "03_c": {"after": ["01_a"]},  # reuses what 01_a leaves in the cache
              "04_d": {"extra": "threads = None  # load_results: reads the others' results\n"}}
     notebooks, book_dir, log_dir = _book(tmp_path, specs)
@@ -123,6 +146,8 @@ def test_side_by_side_order_and_kernel_environment(tmp_path, monkeypatch):
     assert logs["03_c"]["start"] >= logs["01_a"]["end"]  # waited for the notebook it names
     assert logs["04_d"]["start"] >= max(logs[s]["end"] for s in ("01_a", "02_b", "03_c"))  # reads every earlier one
     assert {log["omp"] for log in logs.values()} == {"1"} and logs["02_b"]["threads"] == 1
+    capped = builder.cpu_capability() in ("AVX2", "AVX512") and "ATEN_CPU_CAPABILITY" not in os.environ
+    assert (log_dir / "isa").read_text() == ("AVX2" if capped else builder.cpu_capability())
     assert [r.name for r in result.runs] == list(specs) and result.jobs == 2  # reported in notebook order
     assert any(line.endswith("up to 2 at once") for line in lines)
     times = json.loads((tmp_path / "out" / "src" / "results" / "build_times.json").read_text())

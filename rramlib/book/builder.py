@@ -1,6 +1,7 @@
 """The build: check the input, stage, execute the notebooks (cached), present them, build the HTML."""
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -26,7 +27,8 @@ from .scope import chapter_profile
 from .toc import EXTRA_PART, make_toc, missing_notebooks, notebook_paths
 
 __all__ = ["NotebookRun", "BuildResult", "build", "build_html", "build_jobs", "BOOK_DIR", "NOTEBOOK_DIR",
-           "OUT_DIR_PARAM", "JOBS_ENV", "MAX_AUTO_JOBS", "SMALL_PROFILES", "kernel_environment"]
+           "OUT_DIR_PARAM", "JOBS_ENV", "MAX_AUTO_JOBS", "SMALL_PROFILES", "AVX2_CAP", "instruction_cap",
+           "kernel_environment"]
 
 BOOK_DIR = REPO_ROOT / "book"
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -36,7 +38,8 @@ OUT_DIR_PARAM = "../results"
 JOBS_ENV = "RRAMLIB_BOOK_JOBS"
 #: The profiles whose kernels run single-threaded and side by side. Their models are small: a second torch
 #: thread barely speeds a kernel up, while a second kernel on the next core nearly doubles the build's pace.
-#: One thread also makes their numbers the same on every machine (torch's sums follow its thread count).
+#: One thread and instructions capped at AVX2 (:func:`instruction_cap`) also make their numbers the same on
+#: every x86 machine with AVX2 (the order of torch's sums follows both).
 SMALL_PROFILES = ("smoke", "quick")
 #: The most notebooks a build of a small profile runs at once unless told otherwise (about 1 GB of memory
 #: each; the chapters' dependencies leave little to gain beyond this; our choice).
@@ -110,16 +113,42 @@ def build_jobs(jobs: int | None = None, profile: str = "quick") -> int:
     return check_int("jobs", jobs, minimum=1)
 
 
-def kernel_environment(runs_at: str, jobs: int) -> dict[str, str]:
-    """What a notebook's kernel gets in its environment for threads, by the profile it runs at.
+#: Environment that caps the vector instructions of torch's own CPU kernels (ATen), oneDNN's convolutions and
+#: MKL's matrix products at AVX2.
+AVX2_CAP = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
-    A notebook of the :data:`SMALL_PROFILES` runs torch (and OpenMP) on one thread, whatever ``jobs``, so its
-    numbers do not depend on the machine or on how many notebooks run at once. Others keep torch's default
-    (every core); side by side, their idle threads then sleep instead of spinning (measured on 2 cores: two
-    spinning kernels slowed each other down 4 to 80 times). How threads wait changes no number.
+
+@functools.cache
+def cpu_capability() -> str:
+    """The widest vector instruction set torch uses on this machine (``"AVX512"``, ``"AVX2"``, ``"DEFAULT"``, ...)."""
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def instruction_cap() -> dict[str, str]:
+    """:data:`AVX2_CAP` on a machine whose widest instruction set is AVX2 or AVX-512, else nothing.
+
+    The libraries pick the widest vector instructions a machine has, and the width changes the order of their
+    sums: the quick book's numbers built on an AVX-512 machine differed in the fourth digit from those built
+    on an AVX2 one, and were the same once capped at AVX2 (measured). A variable the user set stands.
+    """
+    if cpu_capability() not in ("AVX2", "AVX512"):
+        return {}
+    return {name: value for name, value in AVX2_CAP.items() if name not in os.environ}
+
+
+def kernel_environment(runs_at: str, jobs: int) -> dict[str, str]:
+    """What a notebook's kernel gets in its environment for threads and instructions, by its profile.
+
+    A notebook of the :data:`SMALL_PROFILES` runs torch (and OpenMP) on one thread, whatever ``jobs``, with its
+    vector instructions capped at AVX2 (:func:`instruction_cap`), so its numbers depend neither on the machine
+    nor on how many notebooks run at once. Others keep torch's defaults (every core, the widest instructions);
+    side by side, their idle threads then sleep instead of spinning (measured on 2 cores: two spinning kernels
+    slowed each other down 4 to 80 times). How threads wait changes no number.
     """
     if runs_at in SMALL_PROFILES:
-        return {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        return {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **instruction_cap()}
     if jobs > 1 and "OMP_WAIT_POLICY" not in os.environ:
         return {"OMP_WAIT_POLICY": "PASSIVE"}
     return {}
@@ -327,7 +356,8 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
         # results of other notebooks, and the recorded study-scale build (rramlib.recorded), where it shows them
         reads_others = reads_other_results(raw)
         upstream = {**(dict(keys) if reads_others else {}), **recorded_inputs(raw)}
-        key = build_key(raw, shown, sources, __version__, upstream)
+        # the kernel's numeric environment (threads, instructions; how threads wait changes no number)
+        key = build_key(raw, shown, sources, __version__, upstream, kernel_environment(runs_at, 1))
         keys[path.stem] = key
         plan.append(_Planned(path, f"  [{i}/{len(notebooks)}] {path.stem:<28}", runs_at, params, shown, mine_shown,
                              key, reads_others, after[path.stem], executed_dir / path.name,

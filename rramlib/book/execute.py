@@ -46,13 +46,15 @@ def source_files(package_dir: Path = PACKAGE_DIR) -> dict[str, bytes]:
 
 
 def build_key(notebook_source: bytes, parameters: Mapping[str, object], sources: Mapping[str, bytes],
-              version: str = __version__, upstream: Mapping[str, str] | None = None) -> str:
+              version: str = __version__, upstream: Mapping[str, str] | None = None,
+              environment: Mapping[str, str] | None = None) -> str:
     """SHA-256 of everything an executed notebook depends on.
 
     ``notebook_source``: the notebook file's bytes; ``parameters``: what papermill injects;
     ``sources``: :func:`source_files`; ``upstream``: build keys of the notebooks whose results this
-    one reads (empty for most). Every field is length-prefixed, so no two inputs collide by
-    concatenation.
+    one reads (empty for most); ``environment``: the kernel's variables that change numbers (threads,
+    vector instructions; none leaves the key as it was without them). Every field is length-prefixed, so no
+    two inputs collide by concatenation.
     """
     h = hashlib.sha256()
 
@@ -69,6 +71,8 @@ def build_key(notebook_source: bytes, parameters: Mapping[str, object], sources:
         feed(sources[name])
     feed(version.encode())
     feed(json.dumps(dict(upstream or {}), sort_keys=True).encode())
+    if environment:
+        feed(json.dumps(dict(environment), sort_keys=True).encode())
     return h.hexdigest()
 
 
