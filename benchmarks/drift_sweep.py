@@ -10,17 +10,23 @@ periphery (tiles, DAC, ADC, output noise at every read; rramlib.crossbar).
     python benchmarks/drift_sweep.py --profile cifar --data-root DIR     # ResNet-20 on CIFAR-10
     python benchmarks/drift_sweep.py --ops 15      # also: where a sweep's time goes, per torch operator
     python benchmarks/drift_sweep.py --profile cifar --data-root DIR --presets ibm_pcm --images 500 --repeats 2
+
+It runs with the allocator setting the book gives its kernels (rramlib.book.builder.KEEP_FREED_MEMORY: glibc
+keeps freed memory instead of faulting it in again), restarting itself under it; --system-malloc measures
+without it (GLIBC_TUNABLES set by you is kept either way).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 import time
 
 import torch
 
 from rramlib.analog import AnalogModel
+from rramlib.book.builder import KEEP_FREED_MEMORY
 from rramlib.cache import Cache, default_cache_dir
 from rramlib.data import as_tensors
 from rramlib.drift import PRESETS
@@ -65,6 +71,8 @@ def main() -> None:
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated drift presets to time")
     parser.add_argument("--images", type=int, default=0, metavar="N",
                         help="time the first N test images only (default: the whole test split)")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="keep glibc's default allocator settings instead of the book's (KEEP_FREED_MEMORY)")
     parser.add_argument("--ops", type=int, default=0, metavar="N",
                         help="after the timings, profile one sweep per crossbar and print its N costliest torch "
                              "operators (self CPU time)")
@@ -74,6 +82,10 @@ def main() -> None:
     if unknown or args.images < 0:
         parser.error(f"unknown preset(s) {unknown}; choose from {', '.join(PRESETS)}" if unknown
                      else "--images must be >= 0")
+    if not args.system_malloc and "GLIBC_TUNABLES" not in os.environ and sys.platform == "linux":
+        # glibc reads its tunables at start-up: restart this script under the book's setting
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **KEEP_FREED_MEMORY})
+    print(f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')}")
 
     profile = get_profile(args.profile)
     base = train_base_model(profile, data_root=args.data_root, cache=Cache(default_cache_dir()), progress=True)
@@ -102,7 +114,7 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"metadata": run_metadata(profile=profile.name, threads=torch.get_num_threads(),
-                                                images=len(test[1])),
+                                                images=len(test[1]), glibc_tunables=os.environ.get("GLIBC_TUNABLES")),
                        "rows": rows}, f, indent=1)
 
 

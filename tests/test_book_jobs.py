@@ -98,11 +98,16 @@ def test_after_must_name_earlier_notebooks(tmp_path, monkeypatch, after):
 
 def test_kernel_threads_by_profile(monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    keep = builder.KEEP_FREED_MEMORY
     single = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **builder.instruction_cap()}
-    assert builder.kernel_environment("quick", 1) == builder.kernel_environment("smoke", 4) == single
-    assert builder.kernel_environment("cifar", 1) == {}  # torch's default threads: the recorded build's setting
-    assert builder.kernel_environment("cifar", 2) == {"OMP_WAIT_POLICY": "PASSIVE"}
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's own choice stands
+    assert builder.kernel_environment("quick", 1) == builder.kernel_environment("smoke", 4) == {**single, **keep}
+    assert builder.kernel_environment("cifar", 1) == keep  # torch's default threads: the recorded build's setting
+    assert builder.kernel_environment("cifar", 2) == {**keep, "OMP_WAIT_POLICY": "PASSIVE"}
+    # only threads and instructions change numbers: they alone enter the build key
+    assert builder.numeric_environment("quick") == single and builder.numeric_environment("cifar") == {}
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's own choices stand
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
     assert builder.kernel_environment("paper", 2) == {}
 
 
@@ -116,7 +121,7 @@ def test_small_profiles_cap_vector_instructions_at_avx2(monkeypatch, capability,
     env = builder.kernel_environment("quick", 2)
     assert (env.items() >= builder.AVX2_CAP.items()) == capped
     assert not any(name in env for name in builder.AVX2_CAP) or capped
-    assert builder.kernel_environment("cifar", 1) == {}  # the study scale keeps the machine's widest instructions
+    assert builder.numeric_environment("cifar") == {}  # the study scale keeps the machine's widest instructions
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")  # a variable the user set stands
     assert "ONEDNN_MAX_CPU_ISA" not in builder.kernel_environment("smoke", 1)
 
@@ -135,7 +140,8 @@ def test_side_by_side_order_and_kernel_environment(tmp_path, monkeypatch):
     specs = {"01_a": {"extra": _wait_for("b-running", then=1)},
              "02_b": {"extra": "pathlib.Path(log_dir, 'b-running').touch()\nimport torch\n"
                                "threads = torch.get_num_threads()\n"
-                               "pathlib.Path(log_dir, 'isa').write_text(torch.backends.cpu.get_cpu_capability())\n"},
+                               "pathlib.Path(log_dir, 'isa').write_text(torch.backends.cpu.get_cpu_capability())\n"
+                               "pathlib.Path(log_dir, 'malloc').write_text(os.environ.get('GLIBC_TUNABLES', ''))\n"},
              "03_c": {"after": ["01_a"]},  # reuses what 01_a leaves in the cache
              "04_d": {"extra": "threads = None  # load_results: reads the others' results\n"}}
     notebooks, book_dir, log_dir = _book(tmp_path, specs)
@@ -148,6 +154,8 @@ def test_side_by_side_order_and_kernel_environment(tmp_path, monkeypatch):
     assert {log["omp"] for log in logs.values()} == {"1"} and logs["02_b"]["threads"] == 1
     capped = builder.cpu_capability() in ("AVX2", "AVX512") and "ATEN_CPU_CAPABILITY" not in os.environ
     assert (log_dir / "isa").read_text() == ("AVX2" if capped else builder.cpu_capability())
+    keep = os.environ.get("GLIBC_TUNABLES", builder.KEEP_FREED_MEMORY["GLIBC_TUNABLES"])
+    assert (log_dir / "malloc").read_text() == keep
     assert [r.name for r in result.runs] == list(specs) and result.jobs == 2  # reported in notebook order
     assert any(line.endswith("up to 2 at once") for line in lines)
     times = json.loads((tmp_path / "out" / "src" / "results" / "build_times.json").read_text())

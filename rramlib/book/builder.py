@@ -28,7 +28,7 @@ from .toc import EXTRA_PART, make_toc, missing_notebooks, notebook_paths
 
 __all__ = ["NotebookRun", "BuildResult", "build", "build_html", "build_jobs", "BOOK_DIR", "NOTEBOOK_DIR",
            "OUT_DIR_PARAM", "JOBS_ENV", "MAX_AUTO_JOBS", "SMALL_PROFILES", "AVX2_CAP", "instruction_cap",
-           "kernel_environment"]
+           "KEEP_FREED_MEMORY", "kernel_environment", "numeric_environment"]
 
 BOOK_DIR = REPO_ROOT / "book"
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -138,6 +138,12 @@ def instruction_cap() -> dict[str, str]:
     return {name: value for name, value in AVX2_CAP.items() if name not in os.environ}
 
 
+#: glibc's allocator keeps the memory torch frees for reuse instead of handing every large block back to the
+#: system and faulting it in again at the next allocation (measured on ResNet-20 with the crossbar periphery:
+#: most of the time went to page faults, and plain inference also gained). How memory is reused changes no number.
+KEEP_FREED_MEMORY = {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295"}
+
+
 def kernel_environment(runs_at: str, jobs: int) -> dict[str, str]:
     """What a notebook's kernel gets in its environment for threads and instructions, by its profile.
 
@@ -145,13 +151,20 @@ def kernel_environment(runs_at: str, jobs: int) -> dict[str, str]:
     vector instructions capped at AVX2 (:func:`instruction_cap`), so its numbers depend neither on the machine
     nor on how many notebooks run at once. Others keep torch's defaults (every core, the widest instructions);
     side by side, their idle threads then sleep instead of spinning (measured on 2 cores: two spinning kernels
-    slowed each other down 4 to 80 times). How threads wait changes no number.
+    slowed each other down 4 to 80 times). How threads wait changes no number. Every kernel keeps the memory it
+    frees (:data:`KEEP_FREED_MEMORY`) unless the user set ``GLIBC_TUNABLES``.
     """
+    env = {} if "GLIBC_TUNABLES" in os.environ else dict(KEEP_FREED_MEMORY)
     if runs_at in SMALL_PROFILES:
-        return {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **instruction_cap()}
+        return {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **instruction_cap(), **env}
     if jobs > 1 and "OMP_WAIT_POLICY" not in os.environ:
-        return {"OMP_WAIT_POLICY": "PASSIVE"}
-    return {}
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return env
+
+
+def numeric_environment(runs_at: str) -> dict[str, str]:
+    """The part of :func:`kernel_environment` that can change a notebook's numbers (threads, instructions)."""
+    return {k: v for k, v in kernel_environment(runs_at, 1).items() if k not in KEEP_FREED_MEMORY}
 
 
 class _Inline:
@@ -357,7 +370,7 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
         reads_others = reads_other_results(raw)
         upstream = {**(dict(keys) if reads_others else {}), **recorded_inputs(raw)}
         # the kernel's numeric environment (threads, instructions; how threads wait changes no number)
-        key = build_key(raw, shown, sources, __version__, upstream, kernel_environment(runs_at, 1))
+        key = build_key(raw, shown, sources, __version__, upstream, numeric_environment(runs_at))
         keys[path.stem] = key
         plan.append(_Planned(path, f"  [{i}/{len(notebooks)}] {path.stem:<28}", runs_at, params, shown, mine_shown,
                              key, reads_others, after[path.stem], executed_dir / path.name,
