@@ -193,6 +193,33 @@ def test_longest_last_time_starts_first(tmp_path, monkeypatch):
     assert logs["01_a"]["start"] >= min(logs["02_b"]["end"], logs["03_c"]["end"])  # the shortest waited
 
 
+def test_a_first_build_takes_the_order_from_the_expected_times(tmp_path, monkeypatch):
+    monkeypatch.setenv("RRAMLIB_CACHE", str(tmp_path / "cache"))
+    notebooks, book_dir, log_dir = _book(tmp_path, {"01_a": {}, "02_b": {"seconds": 1.0}, "03_c": {"seconds": 1.0}})
+    expected = {"smoke": {"notebooks": {"01_a": {"seconds": 1.0}, "02_b": {"seconds": 50.0},
+                                        "03_c": {"seconds": 100.0}}}}
+    (book_dir / builder.EXPECTED_TIMES).write_text(json.dumps(expected))
+    assert builder.expected_seconds(book_dir, "smoke") == {"01_a": 1.0, "02_b": 50.0, "03_c": 100.0}
+    _build(tmp_path, notebooks, book_dir, jobs=2)  # nothing executed here before: the shipped times order it
+    logs = _logs(log_dir)
+    assert logs["01_a"]["start"] >= min(logs["02_b"]["end"], logs["03_c"]["end"])  # the shortest waited
+    assert not (tmp_path / "out" / "src" / builder.EXPECTED_TIMES).exists()  # builder input, not a page
+
+
+@pytest.mark.parametrize("text", ["", "not json", "[]", '{"smoke": {"notebooks": {"01_a": {"seconds": "x"}}}}',
+                                  '{"quick": {"notebooks": {}}}'])
+def test_unreadable_expected_times_leave_the_notebook_order(tmp_path, text):
+    (tmp_path / builder.EXPECTED_TIMES).write_text(text)
+    assert builder.expected_seconds(tmp_path, "smoke") == {}
+    assert builder.expected_seconds(tmp_path / "missing", "smoke") == {}
+
+
+def test_the_shipped_expected_times_name_notebooks_of_the_book():
+    shipped = builder.expected_seconds(builder.BOOK_DIR, "quick")
+    assert shipped and set(shipped) <= {p.stem for p in builder.NOTEBOOK_DIR.glob("*.ipynb")}
+    assert all(seconds > 0 for seconds in shipped.values())
+
+
 def test_a_failure_side_by_side_stops_new_work_and_names_the_notebook(tmp_path, monkeypatch):
     monkeypatch.setenv("RRAMLIB_CACHE", str(tmp_path / "cache"))
     # 01_a runs until 02_b has failed (and a little longer): 03_c could start only after a failure

@@ -76,13 +76,18 @@ def _stage_mathjax(target: Path) -> None:
     stamp.write_text(version)
 
 
+#: Reference wall times per profile (``{profile: build_times.json of a cold build}``) that order a first build
+#: (:func:`rramlib.book.builder.expected_seconds`); builder input, not a page.
+EXPECTED_TIMES = "_expected_times.json"
+
+
 def stage_static(book_dir: Path, src: Path) -> None:
     """Copy ``book/`` (less its toc and config, which the builder writes) into ``src``, with CITATION.cff,
     its BibTeX and MathJax; drop staged files whose source is gone."""
     if not (book_dir / "_config.yml").exists():
         raise BookError(f"no book configuration {book_dir / '_config.yml'}: the book is built from a checkout "
                         "of the rramlib repository (installed in editable mode: pip install -e '.[book]')")
-    sync_tree(book_dir, src, skip=lambda rel: rel.as_posix() in ("_toc.yml", "_config.yml"))
+    sync_tree(book_dir, src, skip=lambda rel: rel.as_posix() in ("_toc.yml", "_config.yml", EXPECTED_TIMES))
     # static files removed from book/ must not linger in the staged tree
     managed = {"notebooks", "results", "_build", ASSETS, "_toc.yml", "CITATION.cff", "citation.bib"}
     for path in src.iterdir():

@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import RramlibError, check_int
 from ..recorded import recorded_inputs, seed_cache
-from .assets import stage_static, write_if_changed
+from .assets import EXPECTED_TIMES, stage_static, write_if_changed
 from .checks import check_offline, scan_outputs, warn_unglued
 from .errors import BookError
 from .execute import ANSI, REPO_ROOT, build_key, cached_seconds, execute_notebook, reads_other_results, source_files
@@ -183,11 +183,13 @@ class _Inline:
 
 
 def _execute(plan: list[_Planned], to_run: list[_Planned], jobs: int, pages: Path, cache_dir: Path,
-             finish: Callable[[_Planned, NotebookRun], None], log: Callable[..., None]) -> None:
+             finish: Callable[[_Planned, NotebookRun], None], log: Callable[..., None],
+             expected: Mapping[str, float] | None = None) -> None:
     """Execute ``to_run``, up to ``jobs`` at once, calling ``finish`` as each one completes.
 
     One at a time, notebooks run in notebook order. Side by side, of the notebooks free to start, the one that
-    took longest in its last build goes first (one never built before those, in notebook order). A notebook
+    took longest in its last build goes first; a notebook never built here takes its time from ``expected``
+    (:func:`expected_seconds`), and one unknown to both goes before the others, in notebook order. A notebook
     starts after the notebooks it names in ``metadata.rramlib_book.after`` (it reuses what they leave in the
     results cache, so it must not compute the same fits beside them) and, when it reads other notebooks'
     results, after every notebook before it. After a failure nothing new starts, the running notebooks finish
@@ -197,8 +199,10 @@ def _execute(plan: list[_Planned], to_run: list[_Planned], jobs: int, pages: Pat
         return
     position = {item.path.stem: n for n, item in enumerate(plan)}
     done = {item.path.stem for item in plan} - {item.path.stem for item in to_run}
-    # longest first, by each notebook's time in its last build (unknown: first, in notebook order)
-    pending = sorted(to_run, key=lambda item: -_last_seconds(item.executed)) if jobs > 1 else list(to_run)
+    # longest first, by each notebook's time in its last build here, else the shipped one (unknown: first)
+    expected = expected or {}
+    pending = (sorted(to_run, key=lambda item: -_last_seconds(item.executed, expected.get(item.path.stem)))
+               if jobs > 1 else list(to_run))
     running: dict[Future, _Planned] = {}
     error: BookError | None = None
 
@@ -242,12 +246,27 @@ def _execute(plan: list[_Planned], to_run: list[_Planned], jobs: int, pages: Pat
         raise error
 
 
-def _last_seconds(executed: Path) -> float:
-    """The wall time of the notebook's last execution (whatever its key), or infinity when it never ran here."""
+def _last_seconds(executed: Path, otherwise: float | None = None) -> float:
+    """The wall time of the notebook's last execution (whatever its key); when it never ran here, ``otherwise``,
+    or infinity."""
     try:
         return float(json.loads(executed.read_text(encoding="utf-8"))["metadata"]["rramlib"]["seconds"])
     except (OSError, ValueError, KeyError, TypeError):
-        return float("inf")
+        return float("inf") if otherwise is None else float(otherwise)
+
+
+def expected_seconds(book_dir: Path, profile: str) -> dict[str, float]:
+    """Each notebook's wall time in a reference build of ``profile`` (``book/{EXPECTED_TIMES}``), by name.
+
+    Only the order of a first build side by side uses it (longest first, so that the slowest chapter does not
+    start last); a missing or unreadable file, or a notebook it does not list, just leaves that order to the
+    notebook order. The file is a ``results/build_times.json`` of a cold build, copied.
+    """
+    try:
+        notebooks = json.loads((book_dir / EXPECTED_TIMES).read_text(encoding="utf-8"))[profile]["notebooks"]
+        return {name: float(entry["seconds"]) for name, entry in notebooks.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def _after(stem: str, notebook, order: list[str]) -> tuple[str, ...]:
@@ -409,7 +428,7 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
         log(f"{item.label} {run.seconds:7.1f} s  cached (last run {previous:.1f} s)")
         finish(item, run)
     try:
-        _execute(plan, to_run, jobs, pages, cache_dir, finish, log)
+        _execute(plan, to_run, jobs, pages, cache_dir, finish, log, expected_seconds(book_dir, profile))
     except BookError:
         _write_times(times_path, profile, result.runs, {"jobs": jobs})
         raise
