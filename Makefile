@@ -20,7 +20,7 @@ BOOK_ENV := $(if $(DATA_ROOT),RRAMLIB_DATA_ROOT=$(abspath $(DATA_ROOT))) $(if $(
 
 .PHONY: install test book record sweep benchmark clean
 
-# aihwkit-lightning: test-only cross-check of rramlib.crossbar; --no-deps because its metadata pins torch==2.13.0
+# aihwkit-lightning: test-only cross-check of rramlib.device.crossbar; --no-deps because its metadata pins torch==2.13.0
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

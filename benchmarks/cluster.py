@@ -6,7 +6,7 @@
 
 Measures, from cold caches holding only the (shared, pre-trained) base model: the wall time of
 ``experiments.run_sweep`` in this process, the wall time of the same sweep on ``--workers`` local worker
-processes (``rramlib.cluster``), their ratio, and every task's own compute time on the workers (Dask's
+processes (``rramlib.study.cluster``), their ratio, and every task's own compute time on the workers (Dask's
 task stream). Both runs give the same records (checked here too).
 
 The plan extrapolates those task times to the ``paper`` profile on ImageNet with ResNet-50 (224x224):
@@ -30,12 +30,12 @@ from pathlib import Path
 
 import torch
 
-from rramlib import cluster
-from rramlib.cache import Cache, default_cache_dir
-from rramlib.experiments import SweepConfig, prepare, run_sweep
-from rramlib.models import build_model
-from rramlib.profiles import get_profile
-from rramlib.provenance import run_metadata
+from rramlib.study import cluster
+from rramlib.core.cache import Cache, default_cache_dir
+from rramlib.study.experiments import SweepConfig, prepare, run_sweep
+from rramlib.nn.models import build_model
+from rramlib.study.profiles import get_profile
+from rramlib.core.provenance import run_metadata
 
 #: ImageNet-1k (ILSVRC 2012) split sizes, Russakovsky et al., IJCV 2015.
 IMAGENET_TRAIN, IMAGENET_VAL = 1_281_167, 50_000

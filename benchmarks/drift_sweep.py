@@ -4,7 +4,7 @@ A sweep over T times x S chips evaluates the test set T*S times, each time on fr
 drifted weights (plus one programming per chip). Plain inference evaluates the same
 drift-free model T*S times. The ratio (sweep / plain) is the overhead the drift
 simulation adds; the goal is <= 1.2 with the ideal crossbar and <= 2 with the aihwkit-like
-periphery (tiles, DAC, ADC, output noise at every read; rramlib.crossbar).
+periphery (tiles, DAC, ADC, output noise at every read; rramlib.device.crossbar).
 
     python benchmarks/drift_sweep.py [--profile quick] [--repeats 3] [--out FILE.json]
     python benchmarks/drift_sweep.py --profile cifar --data-root DIR     # ResNet-20 on CIFAR-10
@@ -25,14 +25,14 @@ import time
 
 import torch
 
-from rramlib.analog import AnalogModel
+from rramlib.device.analog import AnalogModel
 from rramlib.book.builder import KEEP_FREED_MEMORY
-from rramlib.cache import Cache, default_cache_dir
-from rramlib.data import as_tensors
-from rramlib.drift import PRESETS
-from rramlib.evaluate import accuracy
-from rramlib.experiments import EVAL_CHIP_BASE, get_profile, run_metadata, train_base_model
-from rramlib.times import parse_time
+from rramlib.core.cache import Cache, default_cache_dir
+from rramlib.nn.data import as_tensors
+from rramlib.device.drift import PRESETS
+from rramlib.nn.evaluate import accuracy
+from rramlib.study.experiments import EVAL_CHIP_BASE, get_profile, run_metadata, train_base_model
+from rramlib.core.times import parse_time
 
 
 def plain(model, test, n):

@@ -16,13 +16,13 @@ import time
 
 import torch
 
-from rramlib.cache import Cache, default_cache_dir
-from rramlib.compensation import FitContext
-from rramlib.data import as_tensors
-from rramlib.evaluate import accuracy
-from rramlib.experiments import EVAL_CHIP_BASE, SweepConfig, run_metadata, train_base_model
-from rramlib.schedule import log_windows
-from rramlib.times import parse_time
+from rramlib.core.cache import Cache, default_cache_dir
+from rramlib.methods.compensation import FitContext
+from rramlib.nn.data import as_tensors
+from rramlib.nn.evaluate import accuracy
+from rramlib.study.experiments import EVAL_CHIP_BASE, SweepConfig, run_metadata, train_base_model
+from rramlib.methods.schedule import log_windows
+from rramlib.core.times import parse_time
 
 FIT_METHODS = ("vera_plus", "lora", "bn", "dora", "offline_correction", "noise_aware")
 ALL_METHODS = ("none", "scale", "bn", "lora", "dora", "vera_plus", "noise_aware", "offline_correction")

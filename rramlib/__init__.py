@@ -8,6 +8,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .errors import RramlibError  # noqa: E402
+from rramlib.core.errors import RramlibError  # noqa: E402
 
 __all__ = ["RramlibError", "__version__"]

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rramlib.adapters import (DoRA, LoRA, LoRAConfig, VeraPlus, VeraPlusConfig, add_dora, add_lora, add_vera_plus,
+from rramlib.methods.adapters import (DoRA, LoRA, LoRAConfig, VeraPlus, VeraPlusConfig, add_dora, add_lora, add_vera_plus,
                               vera_projections)
-from rramlib.adapters.base import AdapterWrapper, kaiming_uniform_
-from rramlib.errors import RramlibError
-from rramlib.seeding import generator
+from rramlib.methods.adapters.base import AdapterWrapper, kaiming_uniform_
+from rramlib.core.errors import RramlibError
+from rramlib.core.seeding import generator
 
 # ----------------------------------------------------------------------------------------- fixtures
 METHODS = {
@@ -382,7 +382,7 @@ def test_lora_initialisation_is_seeded_per_adapter_and_layer():
         assert torch.equal(c1.lora_B[key]["a"], torch.zeros_like(c1.lora_B[key]["a"]))
     bound = 1 / math.sqrt(6)  # kaiming_uniform(a=sqrt(5)) on fan_in 6
     assert c1.lora_A["0"]["a"].abs().max() <= bound
-    # the stream is (init_seed, "lora_init", adapter name, layer name) of rramlib.seeding
+    # the stream is (init_seed, "lora_init", adapter name, layer name) of rramlib.core.seeding
     expected = kaiming_uniform_(torch.empty(c1.lora_A["0"]["a"].shape), generator(5, "lora_init", "a", "0"), a=5**0.5)
     assert torch.equal(c1.lora_A["0"]["a"], expected)
 

@@ -8,7 +8,7 @@ from torch import nn
 
 peft = pytest.importorskip("peft")
 
-from rramlib.adapters import add_dora, add_vera_plus  # noqa: E402
+from rramlib.methods.adapters import add_dora, add_vera_plus  # noqa: E402
 
 LEVELS = ("level0", "level1", "level2")
 

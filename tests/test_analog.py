@@ -2,10 +2,10 @@ import pytest
 import torch
 from torch import nn
 
-from rramlib.analog import AnalogModel, rram_layers
-from rramlib.drift import PRESETS, make_drift_model
-from rramlib.errors import RramlibError
-from rramlib.times import TIME_GRID
+from rramlib.device.analog import AnalogModel, rram_layers
+from rramlib.device.drift import PRESETS, make_drift_model
+from rramlib.core.errors import RramlibError
+from rramlib.core.times import TIME_GRID
 
 
 def small_cnn():

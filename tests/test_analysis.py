@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from rramlib.analysis import accuracy_table, to_frame
+from rramlib.study.analysis import accuracy_table, to_frame
 
 
 def fake_result():
@@ -35,7 +35,7 @@ def fake_result_with_info():
 
 
 def test_recovered_per_chip_and_time_table():
-    from rramlib.analysis import recovered_per_chip, time_table
+    from rramlib.study.analysis import recovered_per_chip, time_table
 
     per_chip = recovered_per_chip(fake_result(), "vera_plus", "10s")
     # chip 0: (0.8-0.5)/(0.9-0.5), chip 1: (0.8-0.7)/(0.9-0.7)
@@ -49,8 +49,8 @@ def test_recovered_per_chip_and_time_table():
 
 
 def test_time_table_display_and_unknown_time():
-    from rramlib.analysis import time_table, time_table_display
-    from rramlib.errors import RramlibError
+    from rramlib.study.analysis import time_table, time_table_display
+    from rramlib.core.errors import RramlibError
 
     t1 = time_table(fake_result(), ["none", "vera_plus"], ["10s"])
     shown = time_table_display(t1, ["none", "vera_plus"], ["10s"], {"vera_plus": "VeRA+"})
@@ -62,7 +62,7 @@ def test_time_table_display_and_unknown_time():
 
 
 def test_method_summary_and_pareto_table():
-    from rramlib.analysis import method_summary, pareto_table
+    from rramlib.study.analysis import method_summary, pareto_table
 
     s = method_summary(fake_result_with_info(), "vera_plus", "10s")
     assert s == pytest.approx({"acc_mean": 0.8, "acc_std": 0.0, "storage_bytes_fp32": 400, "bytes_per_level_fp32": 100,
@@ -78,7 +78,7 @@ def test_method_summary_and_pareto_table():
     ([1, 1], [0.5, 0.5], [0]),                        # a tie adds nothing
 ])
 def test_pareto_front(cost, value, front):
-    from rramlib.analysis import pareto_front
+    from rramlib.study.analysis import pareto_front
 
     assert pareto_front(cost, value) == front
 
@@ -86,7 +86,7 @@ def test_pareto_front(cost, value, front):
 def test_pareto_front_is_not_dominated_property():
     import numpy as np
 
-    from rramlib.analysis import pareto_front
+    from rramlib.study.analysis import pareto_front
 
     rng = np.random.default_rng(0)
     for _ in range(50):
@@ -103,7 +103,7 @@ def test_pareto_front_is_not_dominated_property():
 def test_switch_jumps_reads_the_nearest_times():
     import pandas as pd
 
-    from rramlib.analysis import switch_jumps
+    from rramlib.study.analysis import switch_jumps
 
     table = pd.DataFrame({"method": "vera_plus", "time_s": [9.3, 10.7, 93.0, 107.0], "mean": [0.5, 0.7, 0.6, 0.55]})
     jumps = switch_jumps(table, "vera_plus", [1.0, 10.0, 100.0, 1000.0])
@@ -127,7 +127,7 @@ def sweep_like(accs_by_method, chips=(0, 1), free=0.9, config_hash="h"):
 
 
 def test_combine_sweeps_renames_one_method_of_each_variant_sweep():
-    from rramlib.analysis import accuracy_table, combine_sweeps
+    from rramlib.study.analysis import accuracy_table, combine_sweeps
 
     main = sweep_like({"none": [0.5, 0.7], "bn": [0.8, 0.8]})
     layer, cross = sweep_like({"vera_plus": [0.7, 0.8]}), sweep_like({"none": [0.1, 0.1], "vera_plus": [0.6, 0.9]})
@@ -147,8 +147,8 @@ def test_combine_sweeps_renames_one_method_of_each_variant_sweep():
     ({"chip_seeds": [0, 2]}, "chip_seeds"),
 ])
 def test_combine_sweeps_refuses_sweeps_that_are_not_like_for_like(change, match):
-    from rramlib.analysis import combine_sweeps
-    from rramlib.errors import RramlibError
+    from rramlib.study.analysis import combine_sweeps
+    from rramlib.core.errors import RramlibError
 
     main, other = sweep_like({"none": [0.5, 0.7]}), sweep_like({"vera_plus": [0.7, 0.8]})
     other["metadata"].update(change)
@@ -161,7 +161,7 @@ def test_combine_sweeps_refuses_sweeps_that_are_not_like_for_like(change, match)
 
 
 def test_dora_is_marked_online_per_chip_in_t1_and_pareto():
-    from rramlib.analysis import FITTING, pareto_table, time_table, time_table_display
+    from rramlib.study.analysis import FITTING, pareto_table, time_table, time_table_display
 
     result = sweep_like({"none": [0.5, 0.7], "dora": [0.85, 0.85], "vera_plus": [0.8, 0.8]})
     methods = ["none", "dora", "vera_plus"]
@@ -174,7 +174,7 @@ def test_dora_is_marked_online_per_chip_in_t1_and_pareto():
 
 
 def test_combine_sweeps_adds_up_wall_time_and_cache_counts():
-    from rramlib.analysis import combine_sweeps
+    from rramlib.study.analysis import combine_sweeps
 
     main, other = sweep_like({"none": [0.5, 0.7]}), sweep_like({"vera_plus": [0.7, 0.8]})
     main["metadata"].update(wall_time_s=2.0, cache={"hits": 1, "misses": 2})

@@ -19,9 +19,9 @@ from rramlib.book import (
 )
 from rramlib.book.display import column_format, frame_html
 from rramlib.book.present import book_command, build_box, present, rerun_command
-from rramlib.cli import main
-from rramlib.errors import RramlibError
-from rramlib.params import parse_assignment, parse_value
+from rramlib.cli.main import main
+from rramlib.core.errors import RramlibError
+from rramlib.core.params import parse_assignment, parse_value
 from tiny_book import tiny_book_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -286,7 +286,7 @@ def test_declared_parameters():
 
 def test_notebook_rramlib_error_gives_the_cli_message(tmp_path, capsys):
     path = tmp_path / "01_bad.ipynb"
-    nbformat.write(_new_notebook("from rramlib.experiments import SweepConfig\nSweepConfig(preset=preset)",
+    nbformat.write(_new_notebook("from rramlib.study.experiments import SweepConfig\nSweepConfig(preset=preset)",
                                  parameters="profile = 'smoke'\nout_dir = 'results'\npreset = 'ibm_pcm'"), path)
     with pytest.raises(NotebookError) as info:
         execute_notebook(path, tmp_path / "out" / path.name, {"profile": "smoke", "preset": "nonsense"},

@@ -11,7 +11,7 @@ import pytest
 
 from rramlib import book
 from rramlib.book import builder
-from rramlib.errors import RramlibError
+from rramlib.core.errors import RramlibError
 
 from tiny_book import tiny_book_dirs
 

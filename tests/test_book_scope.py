@@ -1,12 +1,12 @@
-"""Chapter scope (rramlib.book.scope): which profile each chapter of a book runs at, and what its page says."""
+"""Chapter scope (rramlib.study.scope): which profile each chapter of a book runs at, and what its page says."""
 import json
 
 import nbformat
 
 from rramlib import book
-from rramlib.book import scope
+from rramlib.study import scope
 from rramlib.book.builder import NOTEBOOK_DIR
-from rramlib.profiles import PROFILES
+from rramlib.study.profiles import PROFILES
 from tiny_book import tiny_book_dirs
 
 
@@ -40,7 +40,7 @@ def test_builder_runs_out_of_scope_chapters_at_the_fallback_profile(tmp_path, mo
         params = nbformat.v4.new_code_cell("profile = 'quick'  # the profile\nout_dir = 'results'  # where")
         params.metadata["tags"] = ["parameters"]
         nb.cells = [nbformat.v4.new_markdown_cell(f"# {name}"), params, nbformat.v4.new_code_cell(
-            f"from rramlib.report import Report\nReport({name!r}, {{'profile': profile}}, out_dir).finish();")]
+            f"from rramlib.present.report import Report\nReport({name!r}, {{'profile': profile}}, out_dir).finish();")]
         nbformat.write(nb, notebooks / f"{name}.ipynb")
     out = tmp_path / "out"
     book.build("smoke", out, html=False, notebooks_dir=notebooks, book_dir=book_dir, log=lambda *a, **k: None)

@@ -156,9 +156,9 @@ def test_nothing_wider_than_the_text_column(pages):
 
 
 def test_figures_are_shown_at_their_own_size_beside_body_text_of_the_assumed_size(pages):
-    """What ``rramlib.plotting.displayed_text_px`` assumes of the page: body text of ``BODY_PX``, a column of at
+    """What ``rramlib.present.plotting.displayed_text_px`` assumes of the page: body text of ``BODY_PX``, a column of at
     least ``COLUMN_PX``, and every figure shown at its own size (not shrunk to the column)."""
-    from rramlib.plotting import BODY_PX, COLUMN_PX
+    from rramlib.present.plotting import BODY_PX, COLUMN_PX
 
     _each(pages, lambda f: f["shrunk"] + ([f"body text is {f['bodyPx']} px, not {BODY_PX}"]
                                           if f["bodyPx"] not in (None, BODY_PX) else [])
@@ -168,7 +168,7 @@ def test_figures_are_shown_at_their_own_size_beside_body_text_of_the_assumed_siz
 def test_figure_text_at_least_body_text(html_dir):
     """Every notebook figure's smallest text, as the book shows it (recorded by ``Report.figure`` in the
     results files), is at least the body text's size."""
-    from rramlib.plotting import BODY_PX
+    from rramlib.present.plotting import BODY_PX
 
     recorded = {}
     for path in sorted((html_dir.parents[1] / "results").glob("*.json")):

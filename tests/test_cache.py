@@ -7,7 +7,7 @@ import textwrap
 import pytest
 import torch
 
-from rramlib.cache import Cache, config_hash
+from rramlib.core.cache import Cache, config_hash
 
 
 def counting(value):
@@ -78,7 +78,7 @@ def test_kill_during_write_leaves_no_readable_entry(tmp_path):
     """SIGKILL a writer between writing the payload and renaming it into place."""
     script = textwrap.dedent(f"""
         import os, sys, time, torch
-        from rramlib.cache import Cache
+        from rramlib.core.cache import Cache
         real_fsync = os.fsync
         def stall(fd):
             real_fsync(fd)
@@ -109,7 +109,7 @@ def _package_copy(tmp_path):
 
 
 def test_source_digest_follows_every_source_edit(tmp_path):
-    from rramlib.cache import source_digest
+    from rramlib.core.cache import source_digest
 
     root = _package_copy(tmp_path)
     before = source_digest(root)
@@ -125,7 +125,7 @@ def test_source_digest_follows_every_source_edit(tmp_path):
 
 
 def test_source_digest_ignores_the_presentation_layer_only(tmp_path):
-    from rramlib.cache import source_digest
+    from rramlib.core.cache import source_digest
 
     root = _package_copy(tmp_path)
     before = source_digest.__wrapped__(root)
@@ -138,7 +138,7 @@ def test_source_digest_ignores_the_presentation_layer_only(tmp_path):
 
 
 def test_changed_sources_never_read_back_stale_results(tmp_path, monkeypatch):
-    import rramlib.cache as cache_module
+    import rramlib.core.cache as cache_module
 
     cache = Cache(tmp_path)
     compute, calls = counting({"accuracy": 0.5})
@@ -154,7 +154,7 @@ def test_changed_sources_never_read_back_stale_results(tmp_path, monkeypatch):
 def test_temporary_environ_sets_unsets_and_restores(monkeypatch):
     import os
 
-    from rramlib.files import temporary_environ
+    from rramlib.core.files import temporary_environ
 
     monkeypatch.setenv("RRAMLIB_T_KEEP", "old")
     monkeypatch.setenv("RRAMLIB_T_DROP", "there")
@@ -171,7 +171,7 @@ def test_temporary_environ_sets_unsets_and_restores(monkeypatch):
 
 
 def test_module_closure_follows_relative_imports_only():
-    from rramlib.cache import module_closure
+    from rramlib.core.cache import module_closure
 
     closure = module_closure(("train",))
     assert {"", "train", "data", "evaluate", "errors", "seeding"} <= set(closure)  # train -> data -> seeding ...
@@ -182,8 +182,8 @@ def test_module_closure_follows_relative_imports_only():
 
 
 def test_model_digest_follows_only_the_modules_training_depends_on(tmp_path):
-    from rramlib.cache import source_digest
-    from rramlib.experiments import MODEL_SOURCES
+    from rramlib.core.cache import source_digest
+    from rramlib.study.experiments import MODEL_SOURCES
 
     root = _package_copy(tmp_path)
     before = source_digest.__wrapped__(root, MODEL_SOURCES)

@@ -2,10 +2,10 @@
 import pandas as pd
 import pytest
 
-from rramlib import costs
-from rramlib.claims import CLAIMS
-from rramlib.compensation import make_method
-from rramlib.profiles import PROFILES
+from rramlib.study import costs
+from rramlib.study.claims import CLAIMS
+from rramlib.methods.compensation import make_method
+from rramlib.study.profiles import PROFILES
 
 VERA_CLAIMS = [c for c in CLAIMS if "VeRA+" in c.claim and c.notebook]
 KEY_MARKS = {"cross-layer": ("vera_cross", "vera_plus_cross"), "per-layer": ("vera_layer", "vera_plus_layer")}
@@ -53,9 +53,9 @@ def test_dora_claims_say_online_per_chip():
 def test_a_claim_not_measurable_at_a_profile_reads_n_a(tmp_path):
     """NaN (06's accuracy at the rank within 1.9 % extra compute, which the digits CNN does not have) is shown as
     n/a, not as 'nan %', and is not glued as a measured claim."""
-    from rramlib.claims import claims_table
-    from rramlib.recorded import load
-    from rramlib.report import Report
+    from rramlib.study.claims import claims_table
+    from rramlib.study.recorded import load
+    from rramlib.present.report import Report
 
     report = Report("06_ablations", params={"profile": "smoke"}, out_dir=tmp_path)
     report.number("acc_rank_within_paper_macs", float("nan"))

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-import rramlib.experiments as experiments
-from rramlib.cli import main
+import rramlib.study.experiments as experiments
+from rramlib.cli.main import main
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_module_entry_point_prints_no_traceback(tmp_path):
 
 
 def test_every_option_has_help():
-    from rramlib.cli import build_parser
+    from rramlib.cli.main import build_parser
 
     parser = build_parser()
     for action in parser._subparsers._group_actions[0].choices["sweep"]._actions:
@@ -88,7 +88,7 @@ def _listing(out: str) -> dict:
 def test_presets_list_shows_every_preset_with_its_real_defaults(capsys):
     import ast
 
-    from rramlib.drift import PRESETS, make_drift_model
+    from rramlib.device.drift import PRESETS, make_drift_model
 
     assert main(["presets"]) == 0
     listing = _listing(capsys.readouterr().out)
@@ -102,7 +102,7 @@ def test_presets_list_shows_every_preset_with_its_real_defaults(capsys):
 
 
 def test_profiles_list_matches_the_profiles(capsys):
-    from rramlib.experiments import PROFILES
+    from rramlib.study.experiments import PROFILES
 
     assert main(["profiles"]) == 0
     listing = _listing(capsys.readouterr().out)
@@ -157,7 +157,7 @@ def test_bad_method_parameters(args, expected, tmp_path, capsys, no_heavy_work):
 def test_methods_list_shows_the_defaults_a_method_is_built_with(capsys):
     import ast
 
-    from rramlib.compensation import METHODS, make_method
+    from rramlib.methods.compensation import METHODS, make_method
 
     assert main(["methods"]) == 0
     listing = _listing(capsys.readouterr().out)

@@ -1,4 +1,4 @@
-"""Sweeps on a Dask cluster (rramlib.cluster): same records as in-process, robust to a dying worker,
+"""Sweeps on a Dask cluster (rramlib.study.cluster): same records as in-process, robust to a dying worker,
 clear errors before any work, and a cache that takes concurrent writers. Loopback only, bounded in time."""
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from rramlib.cache import Cache
-from rramlib.errors import RramlibError
-from rramlib.experiments import SweepConfig, run_sweep
-from rramlib.profiles import get_profile
+from rramlib.core.cache import Cache
+from rramlib.core.errors import RramlibError
+from rramlib.study.experiments import SweepConfig, run_sweep
+from rramlib.study.profiles import get_profile
 
 distributed = pytest.importorskip("distributed")
-from rramlib import cluster  # noqa: E402
+from rramlib.study import cluster  # noqa: E402
 
 #: Small but with every kind of task: a base model, fits with training, per-chip evaluations.
 CONFIG = SweepConfig(profile="smoke", preset="ibm_pcm", methods=("none", "vera_plus"), chips=2,
@@ -163,7 +163,7 @@ def test_unreachable_scheduler_fails_fast():
 
 
 def _cli(*args, cwd, timeout=600):  # generous: the subprocess imports torch on a loaded machine
-    code = "import sys; from rramlib.cli import main; rc = main(sys.argv[1:]); " \
+    code = "import sys; from rramlib.cli.main import main; rc = main(sys.argv[1:]); " \
            "print('DASK', any(m.split('.')[0] in ('dask', 'distributed') for m in sys.modules)); sys.exit(rc)"
     env = {**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}
     return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True,
@@ -193,7 +193,7 @@ def test_in_process_sweep_never_imports_dask(tmp_path):
 # ------------------------------------------------------------------ the cache under concurrent writers
 _HAMMER = """
 import os, sys, time, torch
-from rramlib.cache import Cache
+from rramlib.core.cache import Cache
 root, writer, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 cache = Cache(root)
 open(go + f".ready{writer}", "w").close()
@@ -243,7 +243,7 @@ def test_slurm_job_script_renders(tmp_path):
 
 # ------------------------------------------------------------------ the notebooks' scheduler parameter
 def test_notebook_with_an_unreachable_scheduler_fails_at_start(tmp_path, monkeypatch):
-    from rramlib.notebook import start
+    from rramlib.present.notebook import start
 
     monkeypatch.setenv("DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT", "2s")
     with pytest.raises(RramlibError, match="cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'"):
@@ -254,7 +254,7 @@ def test_notebook_with_an_unreachable_scheduler_fails_at_start(tmp_path, monkeyp
 def test_notebook_sweeps_on_its_scheduler(in_process, tmp_path, monkeypatch):
     """``nb.sweep`` with the ``scheduler`` parameter: its fits and evaluations run on that cluster (one worker with
     one thread here), and the records are those of the in-process sweep."""
-    from rramlib.notebook import start
+    from rramlib.present.notebook import start
 
     monkeypatch.setenv("RRAMLIB_CACHE", str(tmp_path / "cache"))
     shutil.copytree(in_process["cache_root"] / "model", tmp_path / "cache" / "model")

@@ -6,23 +6,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rramlib.adapters import DoRAConfig, LoRAConfig, VeraPlusConfig
-from rramlib.analog import rram_layers
-from rramlib.cache import Cache
-from rramlib.compensation import (METHODS, DoRACalibrationConfig, FitContext, LoRAMethodConfig, Method,
+from rramlib.methods.adapters import DoRAConfig, LoRAConfig, VeraPlusConfig
+from rramlib.device.analog import rram_layers
+from rramlib.core.cache import Cache
+from rramlib.methods.compensation import (METHODS, DoRACalibrationConfig, FitContext, LoRAMethodConfig, Method,
                                   VeraPlusMethodConfig, drift_injected_training, make_method)
-from rramlib.compensation.dora_calibration import ADAPTER, dora_values, stratified_pick
-from rramlib.errors import RramlibError
-from rramlib.evaluate import accuracy
-from rramlib.experiments import SweepConfig, fit_method, run_sweep, train_base_model
-from rramlib.drift import make_drift_model
-from rramlib.models import build_model
-from rramlib.overhead import PRECISION_BITS, Storage, base_macs, vera_plus_extra_macs, vera_plus_rank_for_macs
-from rramlib.profiles import get_profile
-from rramlib.schedule import log_windows
-from rramlib.seeding import EVAL_CHIP_BASE, generator
-from rramlib.times import TIME_GRID, parse_time
-from rramlib.torchutil import eval_mode
+from rramlib.methods.compensation.dora_calibration import ADAPTER, dora_values, stratified_pick
+from rramlib.core.errors import RramlibError
+from rramlib.nn.evaluate import accuracy
+from rramlib.study.experiments import SweepConfig, fit_method, run_sweep, train_base_model
+from rramlib.device.drift import make_drift_model
+from rramlib.nn.models import build_model
+from rramlib.methods.overhead import PRECISION_BITS, Storage, base_macs, vera_plus_extra_macs, vera_plus_rank_for_macs
+from rramlib.study.profiles import get_profile
+from rramlib.methods.schedule import log_windows
+from rramlib.core.seeding import EVAL_CHIP_BASE, generator
+from rramlib.core.times import TIME_GRID, parse_time
+from rramlib.core.torchutil import eval_mode
 
 T10Y = TIME_GRID["10y"]
 
@@ -484,8 +484,8 @@ def test_smoke_sweep_vera_plus_beats_none_and_stores_less(tmp_path):
 
 def test_the_old_name_retrain_points_to_offline_correction():
     """``retrain`` was renamed (it is one correction per level for every chip, not an oracle): a clear error."""
-    from rramlib.experiments import SweepConfig
-    from rramlib.notebook import check_parameters
+    from rramlib.study.experiments import SweepConfig
+    from rramlib.present.notebook import check_parameters
 
     for call in (lambda: make_method("retrain"), lambda: SweepConfig(profile="smoke", methods=("none", "retrain")),
                  lambda: check_parameters({"methods": ["retrain"]})):

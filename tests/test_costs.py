@@ -3,10 +3,10 @@ sharing (C4), VeRA+'s extra MACs against rank (C6); each against a hand count.""
 import pytest
 import torch
 
-from rramlib import costs
-from rramlib.errors import RramlibError
-from rramlib.experiments import SweepConfig
-from rramlib.models import build_model
+from rramlib.study import costs
+from rramlib.core.errors import RramlibError
+from rramlib.study.experiments import SweepConfig
+from rramlib.nn.models import build_model
 
 # ResNet-20 BN channels by hand: stem 16, stage 1: 6 x 16, stage 2: 6 x 32, stage 3: 6 x 64
 RESNET20_BN = 16 + 6 * 16 + 6 * 32 + 6 * 64  # 688

@@ -1,4 +1,4 @@
-"""The crossbar periphery (rramlib.crossbar): converters, tiles, noise, the ideal path, adapters, aihwkit-lightning."""
+"""The crossbar periphery (rramlib.device.crossbar): converters, tiles, noise, the ideal path, adapters, aihwkit-lightning."""
 import copy
 import math
 
@@ -8,13 +8,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from rramlib.adapters import add_lora
-from rramlib.analog import AnalogModel
-from rramlib.crossbar import (CROSSBARS, Crossbar, analog_matmul, kernel_rows, make_crossbar, patches, quantise,
+from rramlib.methods.adapters import add_lora
+from rramlib.device.analog import AnalogModel
+from rramlib.device.crossbar import (CROSSBARS, Crossbar, analog_matmul, kernel_rows, make_crossbar, patches, quantise,
                               resolution, split_sizes, step_size)
-from rramlib.drift import PRESETS
-from rramlib.errors import RramlibError
-from rramlib.times import TIME_GRID
+from rramlib.device.drift import PRESETS
+from rramlib.core.errors import RramlibError
+from rramlib.core.times import TIME_GRID
 
 
 def small_cnn(seed=0):
@@ -351,10 +351,10 @@ def test_periphery_matches_aihwkit_lightning(max_input_size):
 # ----------------------------------------------------------------------------------------- sweeps and the CLI
 def test_sweep_reads_evaluation_chips_through_the_crossbar(tmp_path):
     """An aihwkit sweep equals the chips read directly through the crossbar; ideal records stay as they were."""
-    from rramlib.cache import Cache
-    from rramlib.data import as_tensors
-    from rramlib.evaluate import accuracy
-    from rramlib.experiments import SweepConfig, prepare, run_sweep
+    from rramlib.core.cache import Cache
+    from rramlib.nn.data import as_tensors
+    from rramlib.nn.evaluate import accuracy
+    from rramlib.study.experiments import SweepConfig, prepare, run_sweep
 
     common = dict(profile="smoke", preset="ibm_pcm", times=("1d", "10y"), chips=2)
     cache = Cache(tmp_path)
@@ -374,11 +374,11 @@ def test_sweep_reads_evaluation_chips_through_the_crossbar(tmp_path):
 
 
 def test_crossbar_sweep_restores_the_periphery(tmp_path):
-    from rramlib.cache import Cache
-    from rramlib.crossbar import crossbar_sweep
-    from rramlib.data import as_tensors
-    from rramlib.evaluate import accuracy
-    from rramlib.experiments import SweepConfig, prepare
+    from rramlib.core.cache import Cache
+    from rramlib.device.crossbar import crossbar_sweep
+    from rramlib.nn.data import as_tensors
+    from rramlib.nn.evaluate import accuracy
+    from rramlib.study.experiments import SweepConfig, prepare
 
     config = SweepConfig(profile="smoke", preset="ibm_pcm")
     exp = prepare(config, cache=Cache(tmp_path))
@@ -392,7 +392,7 @@ def test_crossbar_sweep_restores_the_periphery(tmp_path):
 
 
 def test_cli_rejects_an_unknown_crossbar_before_any_work(capsys):
-    from rramlib.cli import main
+    from rramlib.cli.main import main
 
     assert main(["sweep", "--profile", "smoke", "--crossbar", "analogue", "--out", "x.json"]) == 2
     assert "unknown crossbar 'analogue'; choose one of: aihwkit, ideal" in capsys.readouterr().err

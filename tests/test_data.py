@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from fake_cifar import files_checked_by_existence, write_fake_cifar  # noqa: F401 (fixture)
-from rramlib.data import (
+from rramlib.nn.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     CIFAR100_MEAN,
@@ -23,7 +23,7 @@ from rramlib.data import (
     load_dataset,
     make_loader,
 )
-from rramlib.errors import RramlibError
+from rramlib.core.errors import RramlibError
 
 SPLITS = ("train", "val", "test", "calib")
 
@@ -357,7 +357,7 @@ def test_make_loader_rejects_bad_batch_size(digits):
 def test_torchvision_augmentation_uses_a_private_seeded_rng():
     from torchvision.transforms import v2
 
-    from rramlib.data import _GlobalRngAugment
+    from rramlib.nn.data import _GlobalRngAugment
 
     aug = _GlobalRngAugment(v2.RandomCrop(8))
     img = torch.arange(3 * 16 * 16, dtype=torch.float32).view(3, 16, 16)
@@ -393,7 +393,7 @@ def _cifar_image_folders(root, n_train: int = 20, n_test: int = 3, size: int = 3
 
 
 def test_cifar10_from_image_folders_reads_exact_pixels_with_stratified_val(tmp_path):
-    from rramlib.cache import Cache
+    from rramlib.core.cache import Cache
 
     truth = _cifar_image_folders(tmp_path / "jpeg")
     cache = Cache(tmp_path / "cache")

@@ -1,4 +1,4 @@
-"""Data-parallel training (rramlib.ddp): the same run as one process, into the same cache entry."""
+"""Data-parallel training (rramlib.nn.ddp): the same run as one process, into the same cache entry."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,11 +12,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from rramlib.cache import Cache
-from rramlib.cli import main as cli_main
-from rramlib.ddp import GlobalBatchNorm, main
-from rramlib.experiments import model_key, train_base_model
-from rramlib.profiles import get_profile
+from rramlib.core.cache import Cache
+from rramlib.cli.main import main as cli_main
+from rramlib.nn.ddp import GlobalBatchNorm, main
+from rramlib.study.experiments import model_key, train_base_model
+from rramlib.study.profiles import get_profile
 
 
 def _loopback_env() -> dict:
@@ -64,11 +64,11 @@ def test_ddp_needs_torchrun(monkeypatch, capsys):
 @pytest.mark.slow
 def test_two_cpu_processes_follow_the_single_process_run(tmp_path):
     """2 gloo processes on the smoke profile (digits CNN with BatchNorm, global batch 64, 2 epochs): the same loss
-    per epoch and the same weights as rramlib.train in one process, within float tolerance; and the model
+    per epoch and the same weights as rramlib.nn.train in one process, within float tolerance; and the model
     is stored under the key train_base_model reads."""
     profile = get_profile("smoke", train=dataclasses.replace(get_profile("smoke").train, epochs=2))
     reference = train_base_model(profile, cache=Cache(None), progress=False)
-    out = subprocess.run(  # `rramlib train` under torchrun: data-parallel (rramlib.ddp)
+    out = subprocess.run(  # `rramlib train` under torchrun: data-parallel (rramlib.nn.ddp)
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "rramlib", "train", "--profile", "smoke", "--epochs", "2", "--cache-dir", str(tmp_path), "--quiet"],
         env=_loopback_env(), capture_output=True, text=True, timeout=240)

@@ -1,4 +1,4 @@
-"""Drift presets (rramlib.drift; sources in each preset's docstring): statistics against the formulas, trajectories, tables, bad input.
+"""Drift presets (rramlib.device.drift; sources in each preset's docstring): statistics against the formulas, trajectories, tables, bad input.
 
 Statistical checks use N = 200 000 devices at one target conductance and compare the
 empirical mean and standard deviation with the analytical values within K = 5 standard
@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from rramlib.drift import PRESETS, DriftModel, DriftTable, make_drift_model, neurram_table, preset_parameters
-from rramlib.drift.measured import NEURRAM_CSV, neurram_sigma
-from rramlib.errors import RramlibError
-from rramlib.times import DAY, YEAR
+from rramlib.device.drift import PRESETS, DriftModel, DriftTable, make_drift_model, neurram_table, preset_parameters
+from rramlib.device.drift.measured import NEURRAM_CSV, neurram_sigma
+from rramlib.core.errors import RramlibError
+from rramlib.core.times import DAY, YEAR
 
 N = 200_000
 K = 5.0
@@ -449,8 +449,8 @@ def test_params_round_trip_and_json(preset):
 
 def test_defaults_follow_their_sources():
     """Each default range is the one its source's equations are written for (a scale factor of exactly 1)."""
-    from rramlib.drift.ibm_pcm import PROG_G_REF
-    from rramlib.drift.measured import NEURRAM_CSV, NEURRAM_G_REF, DriftTable
+    from rramlib.device.drift.ibm_pcm import PROG_G_REF
+    from rramlib.device.drift.measured import NEURRAM_CSV, NEURRAM_G_REF, DriftTable
 
     pcm = make_drift_model("ibm_pcm")
     assert (pcm.g_min, pcm.g_max) == (0.0, PROG_G_REF)  # PCM programming-noise polynomial is fitted at 25 µS

@@ -1,11 +1,11 @@
-"""Bit flips in stored parameters (rramlib.faults): golden values, reversibility, remedies, determinism."""
+"""Bit flips in stored parameters (rramlib.device.faults): golden values, reversibility, remedies, determinism."""
 import math
 
 import pytest
 import torch
 
-from rramlib.errors import RramlibError
-from rramlib.faults import (
+from rramlib.core.errors import RramlibError
+from rramlib.device.faults import (
     FORMATS, Fault, Remedy, bit_field, flip_bits, injected, remedy_cost_bits, sensitivity, stored_value,
 )
 

@@ -1,4 +1,4 @@
-"""Per-level fits (Method.train_level, rramlib.experiments.fit_level): the levels of a per-level method fitted
+"""Per-level fits (Method.train_level, rramlib.study.experiments.fit_level): the levels of a per-level method fitted
 apart -- each in a fresh method, in any order, as a cluster's tasks are -- assemble to exactly the state of one
 ``method.fit(ctx)``, and an interrupted fit resumes from its cached levels."""
 from __future__ import annotations
@@ -8,11 +8,11 @@ import dataclasses
 import pytest
 import torch
 
-from rramlib.cache import Cache
-from rramlib.compensation import make_method
-from rramlib.errors import RramlibError
-from rramlib.experiments import SweepConfig, fit_level, fit_method, prepare
-from rramlib.profiles import get_profile
+from rramlib.core.cache import Cache
+from rramlib.methods.compensation import make_method
+from rramlib.core.errors import RramlibError
+from rramlib.study.experiments import SweepConfig, fit_level, fit_method, prepare
+from rramlib.study.profiles import get_profile
 
 PER_LEVEL = ("vera_plus", "lora", "bn", "offline_correction")
 #: Three drift levels, short training (BN with γ/β fine-tuning too), a base model of one epoch.

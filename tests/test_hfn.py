@@ -1,4 +1,4 @@
-"""Hidden-Fold Networks: supermask, folding, memory accounting, crossbar mapping (rramlib.hfn)."""
+"""Hidden-Fold Networks: supermask, folding, memory accounting, crossbar mapping (rramlib.study.hidden_fold)."""
 import math
 
 import pytest
@@ -7,14 +7,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from rramlib.analog import AnalogModel
-from rramlib.data import DatasetSplits
-from rramlib.errors import RramlibError
-from rramlib.evaluate import accuracy
-from rramlib.hfn import (HFNArch, SupermaskLinear, accuracy_over_time, build_hfn, dense_memory, hfn_memory,
+from rramlib.device.analog import AnalogModel
+from rramlib.nn.data import DatasetSplits
+from rramlib.core.errors import RramlibError
+from rramlib.nn.evaluate import accuracy
+from rramlib.study.hidden_fold import (HFNArch, SupermaskLinear, accuracy_over_time, build_hfn, dense_memory, hfn_memory,
                          materialise, supermask_layers)
-from rramlib.mapping import Mapping
-from rramlib.train import TrainConfig, train
+from rramlib.device.mapping import Mapping
+from rramlib.nn.train import TrainConfig, train
 
 #: one stage of 3 blocks at 4 channels on 1-channel inputs, 3 classes: small enough to count by hand
 TINY = HFNArch(widths=(4,), blocks=(3,), folded=(0,))
@@ -248,7 +248,7 @@ def test_bad_names_and_seeds_are_refused():
 
 
 def test_bn_recalibration_of_an_hfn_covers_every_per_iteration_batchnorm():
-    from rramlib.hfn import fit_compensation
+    from rramlib.study.hidden_fold import fit_compensation
 
     splits = fake_splits()
     method = fit_compensation("bn", tiny(), splits, "relative_gaussian", levels=2, train_chips=2,
@@ -263,7 +263,7 @@ def test_bn_recalibration_of_an_hfn_covers_every_per_iteration_batchnorm():
 
 
 def test_crossbar_layout_counts_folded_reads_and_pruned_pairs():
-    from rramlib.hfn import crossbar_layout
+    from rramlib.study.hidden_fold import crossbar_layout
 
     model = tiny().train()
     rows = {r["layer"]: r for r in crossbar_layout(model, torch.randn(2, 1, 8, 8))}
@@ -275,7 +275,7 @@ def test_crossbar_layout_counts_folded_reads_and_pruned_pairs():
 
 
 def test_methods_that_rewrite_weights_are_refused_for_an_hfn():
-    from rramlib.hfn import check_hfn_method
+    from rramlib.study.hidden_fold import check_hfn_method
 
     assert check_hfn_method("vera_plus") == "vera_plus"
     for name in ("offline_correction", "noise_aware"):
@@ -286,7 +286,7 @@ def test_methods_that_rewrite_weights_are_refused_for_an_hfn():
 
 
 def test_paper_profile_uses_the_authors_cifar100_recipe():
-    from rramlib.hfn import HFN_ARCHS, HFN_PROFILES
+    from rramlib.study.hidden_fold import HFN_ARCHS, HFN_PROFILES
 
     spec = HFN_PROFILES["paper"]
     assert (spec.dataset, spec.arch) == ("cifar100", "hfn_cifar")
@@ -296,8 +296,8 @@ def test_paper_profile_uses_the_authors_cifar100_recipe():
 
 
 def test_train_pair_caches_scores_and_regenerates_the_weights(tmp_path, monkeypatch):
-    from rramlib.cache import Cache
-    from rramlib.hfn import HFN_PROFILES, HFNProfile, train_pair
+    from rramlib.core.cache import Cache
+    from rramlib.study.hidden_fold import HFN_PROFILES, HFNProfile, train_pair
 
     one_epoch = TrainConfig(epochs=1, lr=0.1, batch_size=128)
     monkeypatch.setitem(HFN_PROFILES, "smoke", HFNProfile("digits", "hfn_digits", one_epoch, one_epoch))
@@ -314,7 +314,7 @@ def test_train_pair_caches_scores_and_regenerates_the_weights(tmp_path, monkeypa
 
 
 def test_chapter_method_parameters_override_the_book_profile():
-    from rramlib.hfn import HFN_PROFILES
+    from rramlib.study.hidden_fold import HFN_PROFILES
 
     spec = HFN_PROFILES["quick"]
     book = {"vera_plus": {"steps": 300, "rank": 8}, "bn": {"batches": 5}}
@@ -323,7 +323,7 @@ def test_chapter_method_parameters_override_the_book_profile():
 
 
 def test_weight_noise_accuracy_is_seeded_and_leaves_the_model_alone():
-    from rramlib.hfn import weight_noise_accuracy
+    from rramlib.study.hidden_fold import weight_noise_accuracy
 
     model = tiny().eval()
     test = fake_splits().test.tensors

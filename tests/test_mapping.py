@@ -1,4 +1,4 @@
-"""Weights <-> conductances (rramlib.mapping; equations in its module docstring and the book's "Device models")."""
+"""Weights <-> conductances (rramlib.device.mapping; equations in its module docstring and the book's "Device models")."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 import torch
 
-from rramlib.errors import RramlibError
-from rramlib.mapping import Mapping
+from rramlib.core.errors import RramlibError
+from rramlib.device.mapping import Mapping
 
 SHAPES = {"linear": (16, 12), "conv": (8, 4, 3, 3), "bias": (10,)}
 G_MIN, G_MAX = 9.0, 88.2

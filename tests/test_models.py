@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from rramlib.errors import RramlibError
-from rramlib.models import MODELS, CifarResNet, build_model, count_parameters
+from rramlib.core.errors import RramlibError
+from rramlib.nn.models import MODELS, CifarResNet, build_model, count_parameters
 
 INPUTS = {
     "digits_cnn": (1, 8),

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from rramlib.errors import RramlibError
-from rramlib.notebook import PARAMETERS, as_list, check_parameters
+from rramlib.core.errors import RramlibError
+from rramlib.present.notebook import PARAMETERS, as_list, check_parameters
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -48,7 +48,7 @@ def test_check_parameters_rejects_bad_input(params, match):
 
 
 def test_notebook_grid_and_config(tmp_path, monkeypatch):
-    from rramlib.notebook import start
+    from rramlib.present.notebook import start
 
     monkeypatch.setenv("RRAMLIB_CACHE", str(tmp_path / "cache"))
     nb = start("99_test", profile="smoke", out_dir=str(tmp_path), preset="ibm_pcm", drift_scale=2.0)
@@ -64,7 +64,7 @@ def test_notebook_grid_and_config(tmp_path, monkeypatch):
 
 
 def test_drift_models_adds_the_main_preset_and_checks_params():
-    from rramlib.device_stats import drift_models
+    from rramlib.device.stats import drift_models
 
     models = drift_models(["ibm_pcm"], "relative_gaussian", 2.0, {"relative_gaussian": {"rd": 0.3}})
     assert list(models) == ["ibm_pcm", "relative_gaussian"]
@@ -75,9 +75,9 @@ def test_drift_models_adds_the_main_preset_and_checks_params():
 
 def test_conductance_statistics_golden_at_programming():
     """relative_gaussian has no programming noise: at t = 0 every device holds its target exactly."""
-    from rramlib.device_stats import conductance_statistics, on_grid, targets_of
+    from rramlib.device.stats import conductance_statistics, on_grid, targets_of
 
-    models = {"relative_gaussian": __import__("rramlib.drift", fromlist=["x"]).make_drift_model("relative_gaussian")}
+    models = {"relative_gaussian": __import__("rramlib.device.drift", fromlist=["x"]).make_drift_model("relative_gaussian")}
     states, stats = conductance_statistics(models, [0.25, 0.75], 2_000, seed=0, times=[1.0, 10 * 365.25 * 86400])
     m = models["relative_gaussian"]
     t0 = stats[stats["time_s"] == 0]
@@ -94,8 +94,8 @@ def test_conductance_statistics_golden_at_programming():
 
 def test_weight_errors_definitions():
     """At t = 0 a noiseless preset reads the weights back exactly: rms 0, bias 0, gain 1, in both mappings."""
-    from rramlib.device_stats import weight_errors
-    from rramlib.drift import make_drift_model
+    from rramlib.device.stats import weight_errors
+    from rramlib.device.drift import make_drift_model
 
     errors = weight_errors({"relative_gaussian": make_drift_model("relative_gaussian")}, 1_000, seed=1, times=[1e8])
     at0 = errors[errors["time_s"] == 0]
@@ -109,7 +109,7 @@ def test_weight_errors_definitions():
 def test_storage_ratios_divide_by_vera():
     import pandas as pd
 
-    from rramlib.costs import storage_ratios
+    from rramlib.study.costs import storage_ratios
 
     t2 = pd.DataFrame({"model": "m", "method": ["vera_plus (cross-layer)", "bn", "lora"],
                        "bytes_per_level_fp32": [10, 200, 50], "total_bytes_fp32": [48, 800, 200]})
@@ -118,8 +118,8 @@ def test_storage_ratios_divide_by_vera():
 
 
 def test_method_variants_add_the_other_sharing_and_bn_finetuning():
-    from rramlib.costs import method_variants
-    from rramlib.experiments import SweepConfig
+    from rramlib.study.costs import method_variants
+    from rramlib.study.experiments import SweepConfig
 
     rows = method_variants(SweepConfig(profile="smoke", preset="ibm_pcm", methods=("vera_plus", "bn")))
     labels = [r[0] for r in rows]
@@ -130,9 +130,9 @@ def test_method_variants_add_the_other_sharing_and_bn_finetuning():
 
 
 def test_switching_times_straddle_every_edge():
-    from rramlib.experiments import switching_times
-    from rramlib.schedule import log_windows
-    from rramlib.times import parse_time
+    from rramlib.study.experiments import switching_times
+    from rramlib.methods.schedule import log_windows
+    from rramlib.core.times import parse_time
 
     schedule = log_windows(4)
     times = switching_times(schedule, ("1s", "1d", "10y"), 5)
@@ -143,7 +143,7 @@ def test_switching_times_straddle_every_edge():
 
 
 def test_atomic_write_replaces_whole_files(tmp_path):
-    from rramlib.files import atomic_write
+    from rramlib.core.files import atomic_write
 
     path = atomic_write(tmp_path / "sub" / "x.json", "first")
     atomic_write(path, b"\x00second")
@@ -160,8 +160,8 @@ def test_atomic_write_replaces_whole_files(tmp_path):
 
 
 def test_runtime_table_and_claims_table(tmp_path):
-    from rramlib.claims import CLAIMS, claims_table
-    from rramlib.report import runtime_table
+    from rramlib.study.claims import CLAIMS, claims_table
+    from rramlib.present.report import runtime_table
 
     c1 = next(c for c in CLAIMS if c.id == "C1")
     numbers = {c.key: 0.5 for c in CLAIMS if c.notebook == c1.notebook}
@@ -195,7 +195,7 @@ def test_place_labels_do_not_overlap():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rramlib.plotting import place_labels
+    from rramlib.present.plotting import place_labels
 
     fig, ax = plt.subplots(figsize=(4, 3))
     xs, ys = [1.0, 1.05, 1.1, 3.0], [0.5, 0.5, 0.52, 0.9]
@@ -210,7 +210,7 @@ def test_place_labels_do_not_overlap():
 
 
 def test_sram_layers_group_the_state_by_layer():
-    from rramlib.seu import sram_layers
+    from rramlib.study.seu import sram_layers
 
     class Fake:
         def sram_tensors(self, t):
@@ -223,8 +223,8 @@ def test_sram_layers_group_the_state_by_layer():
 
 
 def test_crossbar_parameter_reaches_the_sweep(tmp_path, monkeypatch):
-    from rramlib.crossbar import CROSSBARS
-    from rramlib.notebook import start
+    from rramlib.device.crossbar import CROSSBARS
+    from rramlib.present.notebook import start
 
     monkeypatch.setenv("RRAMLIB_CACHE", str(tmp_path / "cache"))
     other = next(c for c in CROSSBARS if c != "ideal")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from rramlib.book import glued_keys
-from rramlib.claims import CLAIMS
-from rramlib.notebook import PARAMETERS, check_parameters
+from rramlib.study.claims import CLAIMS
+from rramlib.present.notebook import PARAMETERS, check_parameters
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 MAX_CELL_LINES = 30

@@ -2,7 +2,7 @@
 
 The book shows each figure as the notebook's inline PNG (``figure.dpi``, tight bounding box) in a column of
 ``COLUMN_PX`` CSS px, shrunk when wider; a text of s pt then appears s·dpi/72 px high, times column / width
-when shrunk. Every figure function of :mod:`rramlib.plotting` is drawn here from small synthetic data and
+when shrunk. Every figure function of :mod:`rramlib.present.plotting` is drawn here from small synthetic data and
 must (1) fit the column without being shrunk and (2) show no text below ``BODY_PX`` (the page's body font,
 checked in a real browser by tests/test_browser.py).
 """
@@ -18,9 +18,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from rramlib import plotting  # noqa: E402
-from rramlib.plotting import BODY_PX, COLUMN_PX, DPI, SMALL, displayed_text_px  # noqa: E402
-from rramlib.times import TIME_GRID, YEAR  # noqa: E402
+from rramlib.present import plotting  # noqa: E402
+from rramlib.present.plotting import BODY_PX, COLUMN_PX, DPI, SMALL, displayed_text_px  # noqa: E402
+from rramlib.core.times import TIME_GRID, YEAR  # noqa: E402
 
 PRESETS = ["relative_gaussian", "ibm_cmo_reram", "ibm_pcm", "measured"]
 FRACTIONS = [0.1, 0.3, 0.5, 0.7, 0.9]
@@ -96,7 +96,7 @@ def test_wrap_text_keeps_lines_within_the_width():
 # ------------------------------------------------------------------------------------ every figure function
 @pytest.fixture(scope="module")
 def devices():
-    from rramlib import device_stats
+    from rramlib.device import stats as device_stats
 
     models = device_stats.drift_models(PRESETS, "ibm_cmo_reram")
     states, stats = device_stats.conductance_statistics(models, FRACTIONS, 300, seed=0)
@@ -152,7 +152,7 @@ def f3_scale(d):
 
 
 def f5_switching(d):
-    from rramlib.schedule import log_windows
+    from rramlib.methods.schedule import log_windows
 
     table = accuracy_curves(["none", "vera_plus"], "method")
     windows = pd.DataFrame(log_windows(4).describe())
@@ -177,7 +177,7 @@ def f6(d):
 
 
 def f7_table(d, shifted=False):
-    from rramlib.drift.measured import DriftTable
+    from rramlib.device.drift.measured import DriftTable
 
     t = d[0]["measured"].table
     if shifted:
@@ -210,7 +210,7 @@ def test_figure_fits_the_column_with_text_at_least_body_size(make, devices):
 
 
 def test_report_records_each_figures_smallest_text_less_its_footer(tmp_path):
-    from rramlib.report import Report
+    from rramlib.present.report import Report
 
     report = Report("00_test", {"profile": "smoke"}, out_dir=tmp_path)
     fig, ax = plt.subplots(figsize=(plotting.FIG_WIDTH, 3))

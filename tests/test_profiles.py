@@ -1,9 +1,9 @@
 """Profiles: the study-scale profile's settings, the profile's mapping and how sweeps resolve it."""
 import pytest
 
-from rramlib.errors import RramlibError
-from rramlib.experiments import SweepConfig
-from rramlib.profiles import PROFILES, get_profile
+from rramlib.core.errors import RramlibError
+from rramlib.study.experiments import SweepConfig
+from rramlib.study.profiles import PROFILES, get_profile
 
 
 def test_cifar_profile_is_the_study_scale_on_a_cpu():

@@ -1,6 +1,6 @@
-"""Recorded study-scale builds (rramlib.recorded): recording, provenance, staleness, and the book's display.
+"""Recorded study-scale builds (rramlib.study.recorded): recording, provenance, staleness, and the book's display.
 
-The smoke profile stands in for the study-scale one. Results come from real :class:`~rramlib.report.Report`
+The smoke profile stands in for the study-scale one. Results come from real :class:`~rramlib.present.report.Report`
 objects (and, in the last test, from a real book build of a tiny notebook at the smoke profile); the package
 and notebooks whose changes must make a record stale are copies in ``tmp_path``.
 """
@@ -13,12 +13,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from rramlib import analysis, recorded
-from rramlib.cache import source_digest
-from rramlib.claims import CLAIMS, claims_table
-from rramlib.errors import RramlibError
-from rramlib.profiles import PROFILES
-from rramlib.report import Report
+from rramlib.study import analysis, recorded
+from rramlib.core.cache import source_digest
+from rramlib.study.claims import CLAIMS, claims_table
+from rramlib.core.errors import RramlibError
+from rramlib.study.profiles import PROFILES
+from rramlib.present.report import Report
 from tiny_book import tiny_book_dirs
 
 PACKAGE = Path(recorded.__file__).resolve().parent
@@ -88,7 +88,7 @@ def test_record_copies_the_results_files_and_writes_their_provenance(record):
 
 
 def test_code_files_are_the_files_of_the_cache_source_digest():
-    """Same files, same formula: the per-file hashes recombine into rramlib.cache.source_digest()."""
+    """Same files, same formula: the per-file hashes recombine into rramlib.core.cache.source_digest()."""
     files = recorded.code_files(display=True)
     digest = hashlib.sha256()
     for rel in sorted(files, key=lambda r: PACKAGE / r):
@@ -133,9 +133,9 @@ def test_changed_package_source_is_stale_and_named(record, package):
     (package / "analog.py").write_text((package / "analog.py").read_text() + "\nSOMETHING = 1\n")
     (package / "drift" / "extra.py").write_text("X = 2\n")
     rec = _load(record, package)
-    assert rec.reasons() == ["code changed: rramlib/analog.py, rramlib/drift/extra.py (new)"]
+    assert rec.reasons() == ["code changed: rramlib/device/analog.py, rramlib/device/drift/extra.py (new)"]
     assert rec.shown("01_a", "acc") == "0.75 (STALE)" and rec.column() == "study scale (smoke, STALE)"
-    assert "STALE: code changed: rramlib/analog.py" in rec.caption()
+    assert "STALE: code changed: rramlib/device/analog.py" in rec.caption()
 
 
 def test_presentation_and_display_modules_do_not_make_it_stale(record, package):
@@ -285,7 +285,7 @@ def test_record_from_a_smoke_book_build(tmp_path, monkeypatch):
     """Build a one-notebook book at the smoke profile (a real kernel trains the smoke model), record it,
     then find it current, and stale after its notebook's code changes."""
     from rramlib import book
-    from rramlib.cli import main
+    from rramlib.cli.main import main
 
     monkeypatch.setenv("RRAMLIB_CACHE", str(tmp_path / "cache"))
     notebooks, book_dir = tiny_book_dirs(tmp_path)
@@ -294,7 +294,7 @@ def test_record_from_a_smoke_book_build(tmp_path, monkeypatch):
     params = nbformat.v4.new_code_cell("profile = 'quick'\nout_dir = 'results'")
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(
-        "from rramlib.notebook import start\nnb = start('01_a', profile=profile, out_dir=out_dir)\n"
+        "from rramlib.present.notebook import start\nnb = start('01_a', profile=profile, out_dir=out_dir)\n"
         "nb.report.number('acc', nb.base_model().accuracy)\nnb.report.finish();")]
     nbformat.write(nb, notebooks / "01_a.ipynb")
     out = tmp_path / "out"
@@ -317,7 +317,7 @@ def test_record_from_a_smoke_book_build(tmp_path, monkeypatch):
 def test_record_keeps_only_the_chapters_run_at_the_profile(tmp_path, monkeypatch):
     """With a chapter scope, the chapters that ran at the fallback profile are neither required nor recorded,
     and a scoped chapter made at another profile is still refused."""
-    from rramlib.book import scope
+    from rramlib.study import scope
 
     monkeypatch.setitem(scope.PROFILE_CHAPTERS, "smoke", ("01_a",))
     notebooks, results = _build(tmp_path, {"01_a": {"acc": 0.75}})
@@ -347,7 +347,7 @@ def test_provenance_table_points_to_the_cold_build_times_when_kept(record, tmp_p
 def test_seed_cache_copies_shipped_entries_where_absent(tmp_path):
     import torch
 
-    from rramlib.cache import Cache
+    from rramlib.core.cache import Cache
 
     folder = tmp_path / "recorded" / "cifar"
     Cache(folder / recorded.SHIPPED_CACHE).save("model", "k1", {"w": torch.arange(3.0)})
@@ -364,7 +364,7 @@ def test_the_book_builder_seeds_its_cache_from_the_record(tmp_path, monkeypatch)
     import torch
 
     from rramlib import book
-    from rramlib.cache import Cache
+    from rramlib.core.cache import Cache
 
     monkeypatch.setattr(recorded, "RECORDED_DIR", tmp_path / "recorded")
     Cache(tmp_path / "recorded" / "smoke" / recorded.SHIPPED_CACHE).save("model", "k1", {"w": torch.ones(2)})
@@ -384,10 +384,10 @@ def test_the_shipped_base_model_is_keyed_for_the_records_code_and_data():
     import types
     from pathlib import PurePosixPath
 
-    from rramlib.cache import Cache, _module_path, config_hash, module_closure
-    from rramlib.experiments import MODEL_SOURCES, model_config
-    from rramlib.models import build_model
-    from rramlib.profiles import get_profile
+    from rramlib.core.cache import Cache, _module_path, config_hash, module_closure
+    from rramlib.study.experiments import MODEL_SOURCES, model_config
+    from rramlib.nn.models import build_model
+    from rramlib.study.profiles import get_profile
 
     rec = recorded.load()
     folder = recorded.RECORDED_DIR / recorded.STUDY_PROFILE / recorded.SHIPPED_CACHE
@@ -396,7 +396,7 @@ def test_the_shipped_base_model_is_keyed_for_the_records_code_and_data():
     rels = sorted((_module_path(PACKAGE, m).relative_to(PACKAGE).as_posix() for m in module_closure(MODEL_SOURCES)),
                   key=lambda rel: PurePosixPath(rel).parts)
     digest = hashlib.sha256()
-    for rel in rels:  # rramlib.cache.source_digest, from the recorded hashes instead of today's files
+    for rel in rels:  # rramlib.core.cache.source_digest, from the recorded hashes instead of today's files
         digest.update(rel.encode() + b"\0")
         digest.update(bytes.fromhex(files[rel]))
     source = next(s for s in rec.provenance["data_sources"] if s.get("dataset") == "cifar10")

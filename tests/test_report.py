@@ -7,8 +7,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from rramlib.errors import RramlibError  # noqa: E402
-from rramlib.report import Report, load_results  # noqa: E402
+from rramlib.core.errors import RramlibError  # noqa: E402
+from rramlib.present.report import Report, load_results  # noqa: E402
 
 
 def test_report_writes_numbers_tables_figures_and_provenance(tmp_path):
@@ -50,8 +50,8 @@ def test_report_imports_provenance_not_the_experiment_stack():
     import subprocess
     import sys
 
-    code = ("import sys, rramlib.report; "
-            "print(sorted(m for m in ('rramlib.experiments', 'rramlib.train', 'torch') if m in sys.modules))")
+    code = ("import sys, rramlib.present.report; "
+            "print(sorted(m for m in ('rramlib.study.experiments', 'rramlib.nn.train', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
@@ -63,7 +63,7 @@ def test_nan_is_stored_as_null_but_glued_so_that_formatted_prose_reads_nan(tmp_p
     import numpy as np
     from myst_nb.core.variables import format_plain_text
 
-    from rramlib import report as report_module
+    from rramlib.present import report as report_module
 
     glued = {}
     monkeypatch.setattr(report_module, "_glue", lambda key, value: glued.__setitem__(key, value))

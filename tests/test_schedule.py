@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from rramlib.errors import RramlibError
-from rramlib.schedule import Schedule, greedy_windows, log_windows
-from rramlib.times import TIME_GRID
+from rramlib.core.errors import RramlibError
+from rramlib.methods.schedule import Schedule, greedy_windows, log_windows
+from rramlib.core.times import TIME_GRID
 
 
 def test_log_windows_are_equal_in_log_time():

@@ -9,8 +9,8 @@ import nbformat
 import pytest
 
 from rramlib import book
-from rramlib.errors import RramlibError
-from rramlib.notebook import check_parameters
+from rramlib.core.errors import RramlibError
+from rramlib.present.notebook import check_parameters
 from tiny_book import tiny_book_dirs
 
 

@@ -1,14 +1,14 @@
-"""One seeding scheme (rramlib.seeding): distinct streams, stable seeds, disjoint chip ranges."""
+"""One seeding scheme (rramlib.core.seeding): distinct streams, stable seeds, disjoint chip ranges."""
 import itertools
 
 import numpy as np
 import pytest
 import torch
 
-from rramlib.errors import RramlibError
-from rramlib.experiments import SweepConfig
-from rramlib.profiles import get_profile
-from rramlib.seeding import EVAL_CHIP_BASE, PURPOSES, derive_seed, eval_chips, generator, train_chips
+from rramlib.core.errors import RramlibError
+from rramlib.study.experiments import SweepConfig
+from rramlib.study.profiles import get_profile
+from rramlib.core.seeding import EVAL_CHIP_BASE, PURPOSES, derive_seed, eval_chips, generator, train_chips
 
 GRID = [(root, purpose, *keys)
         for root in range(3)

@@ -1,9 +1,9 @@
 """End-to-end smoke sweeps: drift hurts, results are deterministic, the cache makes reruns cheap."""
 import pytest
 
-import rramlib.experiments as experiments
-from rramlib.cache import Cache
-from rramlib.experiments import EVAL_CHIP_BASE, SweepConfig, run_sweep
+import rramlib.study.experiments as experiments
+from rramlib.core.cache import Cache
+from rramlib.study.experiments import EVAL_CHIP_BASE, SweepConfig, run_sweep
 
 # A preset and scale that drift visibly on the smoke model.
 VISIBLE = SweepConfig(profile="smoke", preset="relative_gaussian", drift_params={"rd": 0.6})
@@ -30,8 +30,8 @@ def test_evaluation_chips_are_disjoint_from_training_chips(tmp_path, monkeypatch
     """Every chip a fit programs lies below EVAL_CHIP_BASE; every chip the evaluation programs lies at or above
     it (recorded at programming, for a method trained on drifted chips and one re-estimating statistics),
     and the chip numbers of every profile keep the two ranges apart."""
-    from rramlib.analog import AnalogModel
-    from rramlib.profiles import PROFILES
+    from rramlib.device.analog import AnalogModel
+    from rramlib.study.profiles import PROFILES
 
     programmed = []
     original = AnalogModel.program

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from rramlib.errors import RramlibError
-from rramlib.times import DAY, TIME_GRID, YEAR, format_time, parse_time
+from rramlib.core.errors import RramlibError
+from rramlib.core.times import DAY, TIME_GRID, YEAR, format_time, parse_time
 
 
 def test_grid_spans_one_second_to_ten_years():

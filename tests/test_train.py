@@ -7,11 +7,11 @@ import torch.nn as nn
 from torch.utils.data import Dataset, TensorDataset
 
 from fake_cifar import files_checked_by_existence, write_fake_cifar  # noqa: F401 (fixture)
-from rramlib.data import load_dataset
-from rramlib.errors import RramlibError
-from rramlib.evaluate import accuracy, predict_logits
-from rramlib.models import build_model
-from rramlib.train import TrainConfig, train
+from rramlib.nn.data import load_dataset
+from rramlib.core.errors import RramlibError
+from rramlib.nn.evaluate import accuracy, predict_logits
+from rramlib.nn.models import build_model
+from rramlib.nn.train import TrainConfig, train
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -4,20 +4,20 @@ import numpy as np
 import pytest
 import torch
 
-from rramlib import tuning
-from rramlib.analog import AnalogModel
-from rramlib.cache import Cache
-from rramlib.compensation import FitContext, Method, make_method
-from rramlib.compensation.dora_calibration import stratified_pick
-from rramlib.drift import make_drift_model
-from rramlib.errors import RramlibError
-from rramlib.evaluate import accuracy
-from rramlib.experiments import SweepConfig, greedy_schedule, prepare, train_base_model
-from rramlib.profiles import get_profile
-from rramlib.schedule import log_windows
-from rramlib.seeding import EVAL_CHIP_BASE, VALIDATION_CHIP_BASE, validation_chips
-from rramlib.times import TIME_GRID
-from rramlib.tuning import (CRITERION, check_candidates, default_candidates, describe, grid, trained_methods, tune,
+from rramlib.study import tuning
+from rramlib.device.analog import AnalogModel
+from rramlib.core.cache import Cache
+from rramlib.methods.compensation import FitContext, Method, make_method
+from rramlib.methods.compensation.dora_calibration import stratified_pick
+from rramlib.device.drift import make_drift_model
+from rramlib.core.errors import RramlibError
+from rramlib.nn.evaluate import accuracy
+from rramlib.study.experiments import SweepConfig, greedy_schedule, prepare, train_base_model
+from rramlib.study.profiles import get_profile
+from rramlib.methods.schedule import log_windows
+from rramlib.core.seeding import EVAL_CHIP_BASE, VALIDATION_CHIP_BASE, validation_chips
+from rramlib.core.times import TIME_GRID
+from rramlib.study.tuning import (CRITERION, check_candidates, default_candidates, describe, grid, trained_methods, tune,
                             tune_methods, validation_accuracies)
 
 TIMES = ("1s", "10y")

@@ -3,7 +3,7 @@
 ``rramlib book --profile smoke|quick|paper`` (and ``make book PROFILE=...``) runs :func:`build`
 (:mod:`.builder`); its parts, one job per module:
 
-* :mod:`.parameters`: ``-p NAME VALUE`` (read by :mod:`rramlib.params`, the reader the command line
+* :mod:`.parameters`: ``-p NAME VALUE`` (read by :mod:`rramlib.core.params`, the reader the command line
   uses too) and the parameters a notebook declares in its cell tagged ``parameters``. A name no notebook
   declares is refused before anything runs, as are a bad profile and the reserved ``profile``/``out_dir``.
 * :mod:`.assets`: the source tree ``<out>/src`` (default ``_build/book/<profile>/src``): the static
@@ -31,15 +31,15 @@ and exit code 2.
 """
 from __future__ import annotations
 
-from .assets import ASSETS, mathjax_dir
-from .builder import BOOK_DIR, NOTEBOOK_DIR, BuildResult, NotebookRun, build, build_html
-from .checks import check_offline, forbidden_strings, glue_references, glued_keys, scan_outputs, unresolved_glue
-from .citation import citation_bibtex, zenodo_metadata
-from .errors import BookError, NotebookError
-from .execute import KEY_VERSION, build_key, execute_notebook, source_files
-from .parameters import RESERVED_PARAMETERS, declared_parameters, parse_parameter
-from .present import present, rerun_command
-from .toc import EXTRA_PART, make_toc, notebook_paths
+from rramlib.book.assets import ASSETS, mathjax_dir
+from rramlib.book.builder import BOOK_DIR, NOTEBOOK_DIR, BuildResult, NotebookRun, build, build_html
+from rramlib.book.checks import check_offline, forbidden_strings, glue_references, glued_keys, scan_outputs, unresolved_glue
+from rramlib.book.citation import citation_bibtex, zenodo_metadata
+from rramlib.book.errors import BookError, NotebookError
+from rramlib.book.execute import KEY_VERSION, build_key, execute_notebook, source_files
+from rramlib.book.parameters import RESERVED_PARAMETERS, declared_parameters, parse_parameter
+from rramlib.book.present import present, rerun_command
+from rramlib.book.toc import EXTRA_PART, make_toc, notebook_paths
 
 __all__ = [
     "ASSETS", "BOOK_DIR", "NOTEBOOK_DIR", "EXTRA_PART", "KEY_VERSION", "RESERVED_PARAMETERS",

@@ -6,10 +6,10 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from ..files import atomic_write
-from .citation import citation_bibtex
-from .errors import BookError
-from .execute import REPO_ROOT
+from rramlib.core.files import atomic_write
+from rramlib.book.citation import citation_bibtex
+from rramlib.book.errors import BookError
+from rramlib.book.execute import REPO_ROOT
 
 __all__ = ["ASSETS", "write_if_changed", "stage_static", "mathjax_dir"]
 

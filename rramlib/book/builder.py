@@ -14,17 +14,17 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__
-from ..errors import RramlibError, check_int
-from ..recorded import recorded_inputs, seed_cache
-from .assets import EXPECTED_TIMES, stage_static, write_if_changed
-from .checks import check_offline, scan_outputs, warn_unglued
-from .errors import BookError
-from .execute import ANSI, REPO_ROOT, build_key, cached_seconds, execute_notebook, reads_other_results, source_files
-from .parameters import PLACEMENT_PARAMETERS, RESERVED_PARAMETERS, declared_parameters, parse_parameter
-from .present import present
-from .scope import chapter_profile
-from .toc import EXTRA_PART, make_toc, missing_notebooks, notebook_paths
+from rramlib import __version__
+from rramlib.core.errors import RramlibError, check_int
+from rramlib.study.recorded import recorded_inputs, seed_cache
+from rramlib.book.assets import EXPECTED_TIMES, stage_static, write_if_changed
+from rramlib.book.checks import check_offline, scan_outputs, warn_unglued
+from rramlib.book.errors import BookError
+from rramlib.book.execute import ANSI, REPO_ROOT, build_key, cached_seconds, execute_notebook, reads_other_results, source_files
+from rramlib.book.parameters import PLACEMENT_PARAMETERS, RESERVED_PARAMETERS, declared_parameters, parse_parameter
+from rramlib.book.present import present
+from rramlib.study.scope import chapter_profile
+from rramlib.book.toc import EXTRA_PART, make_toc, missing_notebooks, notebook_paths
 
 __all__ = ["NotebookRun", "BuildResult", "build", "build_html", "build_jobs", "BOOK_DIR", "NOTEBOOK_DIR",
            "OUT_DIR_PARAM", "JOBS_ENV", "MAX_AUTO_JOBS", "SMALL_PROFILES", "AVX2_CAP", "instruction_cap",
@@ -82,8 +82,8 @@ class _Planned:
 
 
 def _check_profile(profile: str) -> None:
-    from ..errors import check_choice
-    from ..profiles import PROFILES
+    from rramlib.core.errors import check_choice
+    from rramlib.study.profiles import PROFILES
 
     check_choice("profile", profile, PROFILES)
 
@@ -385,7 +385,7 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
         # where the notebook computes (PLACEMENT_PARAMETERS) changes none of its results: not in its key, nor its page
         mine_shown = {k: v for k, v in mine.items() if k not in PLACEMENT_PARAMETERS}
         shown = {k: v for k, v in params.items() if k not in PLACEMENT_PARAMETERS}
-        # results of other notebooks, and the recorded study-scale build (rramlib.recorded), where it shows them
+        # results of other notebooks, and the recorded study-scale build (rramlib.study.recorded), where it shows them
         reads_others = reads_other_results(raw)
         upstream = {**(dict(keys) if reads_others else {}), **recorded_inputs(raw)}
         # the kernel's numeric environment (threads, instructions; how threads wait changes no number)

@@ -8,8 +8,8 @@ import socket
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from .execute import ANSI, REPO_ROOT
-from .parameters import cells
+from rramlib.book.execute import ANSI, REPO_ROOT
+from rramlib.book.parameters import cells
 
 __all__ = ["FORBIDDEN_IN_OUTPUTS", "forbidden_strings", "scan_outputs", "check_offline", "glued_keys",
            "glue_references", "unresolved_glue", "warn_unglued"]

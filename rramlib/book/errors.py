@@ -7,7 +7,7 @@ __all__ = ["BookError", "NotebookError"]
 
 
 class BookError(Exception):
-    """The book could not be built (not bad user input: that is :class:`~rramlib.errors.RramlibError`)."""
+    """The book could not be built (not bad user input: that is :class:`~rramlib.core.errors.RramlibError`)."""
 
     exit_code = 1
 

@@ -10,9 +10,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from .. import __version__
-from ..files import atomic_write, temporary_environ
-from .errors import BookError, NotebookError
+from rramlib import __version__
+from rramlib.core.files import atomic_write, temporary_environ
+from rramlib.book.errors import BookError, NotebookError
 
 __all__ = ["KERNEL_NAME", "KEY_VERSION", "source_files", "build_key", "reads_other_results", "execute_notebook",
            "cached_seconds"]

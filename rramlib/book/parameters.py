@@ -3,7 +3,7 @@
 A notebook declares its parameters in its one cell tagged ``parameters`` (papermill's convention), one
 assignment per name, with a comment that says what it means::
 
-    preset = "ibm_cmo_reram"     # drift model (see rramlib.drift)
+    preset = "ibm_cmo_reram"     # drift model (see rramlib.device.drift)
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import RramlibError
-from ..params import check_name, parse_value
+from rramlib.core.errors import RramlibError
+from rramlib.core.params import check_name, parse_value
 
 __all__ = ["RESERVED_PARAMETERS", "PLACEMENT_PARAMETERS", "Declared", "parse_parameter", "declared_parameters",
            "parameter_cell", "cells"]
@@ -29,7 +29,7 @@ PLACEMENT_PARAMETERS = ("scheduler",)
 
 
 def parse_parameter(name: str, value: str) -> tuple[str, object]:
-    """``-p NAME VALUE``: the value read by :func:`rramlib.params.parse_value` (as papermill reads ``-p``,
+    """``-p NAME VALUE``: the value read by :func:`rramlib.core.params.parse_value` (as papermill reads ``-p``,
     plus YAML lists and mappings); a string naming an existing file or folder (relative to the current
     directory) becomes an absolute path, since the notebooks run in the build folder."""
     check_name(name)

@@ -20,7 +20,7 @@ import shlex
 from collections.abc import Mapping
 from pathlib import Path
 
-from .parameters import Declared, declared_parameters
+from rramlib.book.parameters import Declared, declared_parameters
 
 __all__ = ["present", "build_box", "rerun_command", "book_command", "BOX_CLASS"]
 
@@ -100,7 +100,7 @@ def build_box(notebook: str, declared: list[Declared], parameters: Mapping[str, 
              f":class: dropdown {BOX_CLASS}", ""]
     if book_profile != profile:
         lines += [f"In the book built at profile `{book_profile}`, this chapter runs at profile `{profile}` "
-                  "(see `rramlib.book.scope`).", ""]
+                  "(see `rramlib.study.scope`).", ""]
     if rows:
         lines += ["**Parameters of this build**", "", "| parameter | value | meaning |", "|:--|:--|:--|", *rows, ""]
     lines += ["From the repository root (the page's results go to `results/`):", "",

@@ -1,0 +1,109 @@
+"""Noise-aware training: fine-tune the software model with drift injected into its weights.
+
+Each training step draws a time log-uniformly over [1 s, 10 years] and a fresh chip, and the
+forward pass uses the drifted weights D(W) while the gradient reaches the clean weights
+(straight-through: ``W + (D(W) - W).detach()``), as in noise-injection training of analog
+networks (e.g. Joshi et al., Nature Communications 2020). The result is a new set of RRAM
+weights that is programmed once and then drifts like any other; it stores nothing extra
+digitally, but it changes the weights on the chip (no in-field benefit for a chip already
+programmed).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from rramlib.device.analog import rram_layers
+from rramlib.core.errors import check_int, check_positive
+from rramlib.methods.overhead import Storage
+from rramlib.methods.schedule import log_windows
+from rramlib.core.seeding import check_root_seed
+from rramlib.nn.train import TrainConfig, train
+from rramlib.methods.compensation.base import FitContext, Method, MethodConfig
+
+__all__ = ["NoiseAwareTraining", "NoiseAwareConfig"]
+
+
+@dataclass(frozen=True)
+class NoiseAwareConfig(MethodConfig):
+    """Fine-tuning ``epochs`` at learning rate ``lr``; ``seed`` drives the drift draws and the batch order."""
+
+    owner: ClassVar[str] = "noise_aware"
+    epochs: int = 10
+    lr: float = 0.01
+    seed: int = 0
+
+    def _validate(self) -> None:
+        check_int("noise_aware.epochs", self.epochs, 1)
+        check_positive("noise_aware.lr", self.lr)
+        check_root_seed(self.seed, "noise_aware.seed")
+
+
+class _InjectDrift(nn.Module):
+    """Parametrisation returning the weight as one freshly programmed chip reads it at ``self.time``."""
+
+    def __init__(self, drift, mapping, generator):
+        super().__init__()
+        self.drift, self.mapping, self.generator = drift, mapping, generator
+        self.time = 0.0
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        g, w_max = self.mapping.to_conductance(w.detach().cpu())
+        state = self.drift.program(g, self.generator)
+        drifted = self.mapping.to_weight(self.drift.conductance(state, self.time), w_max).to(w)
+        return w + (drifted - w.detach())
+
+
+class NoiseAwareTraining(Method):
+    """A new software model trained with drift in its weights (``model_``), programmed like any other."""
+
+    name = "noise_aware"
+    Config = NoiseAwareConfig
+
+    def setup(self, ctx: FitContext) -> None:
+        self.model_ = copy.deepcopy(ctx.model)
+        self.ctx_ = ctx
+
+    def train(self, ctx: FitContext) -> None:
+        probe = ctx.analog()  # the mapping and device model this chip will use
+        gen = torch.Generator().manual_seed(self.hparams.seed)  # one stream: drift draws in step order
+        injectors = []
+        for _, module in rram_layers(self.model_):
+            injector = _InjectDrift(probe.drift, probe.mapping, gen)
+            parametrize.register_parametrization(module, "weight", injector)
+            injectors.append(injector)
+        window = log_windows(1)
+
+        def before_step(model, step):
+            t = window.sample_times(0, 1, gen)[0]
+            for injector in injectors:
+                injector.time = t
+
+        cfg = dataclasses.replace(TrainConfig(), epochs=self.hparams.epochs, lr=self.hparams.lr,
+                                  seed=self.hparams.seed)
+        try:
+            train(self.model_, ctx.splits, cfg, before_step=before_step, progress=ctx.progress, device=ctx.device)
+        finally:
+            for _, module in rram_layers(self.model_):
+                parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        self.model_.eval()
+        self.analog_ = ctx.analog(self.model_)
+
+    def state_dict(self) -> dict:
+        return {"model": {k: v.cpu() for k, v in self.model_.state_dict().items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model_.load_state_dict(state["model"])
+        self.model_.eval()
+        self.analog_ = self.ctx_.analog(self.model_)
+
+    def storage(self) -> Storage:
+        return Storage(values_per_level=0, levels=1)
+
+

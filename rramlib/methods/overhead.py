@@ -1,0 +1,115 @@
+"""Storage and compute accounting shared by every compensation method.
+
+Storage counts every value a method must keep, per drift level and in total over K levels,
+in bytes at a stated precision; what is shared by all levels and what is regenerable from a
+seed (and so costs only the seed) are counted apart. Compute counts the extra
+multiply-accumulates (MACs) of one inference relative to the base network's.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from rramlib.methods.adapters import add_vera_plus
+from rramlib.core.errors import RramlibError, check_positive
+from rramlib.core.torchutil import eval_mode
+
+__all__ = ["Storage", "base_macs", "PRECISION_BITS", "vera_plus_extra_macs", "vera_plus_rank_for_macs"]
+
+#: Precisions reported for stored values (bits per value).
+PRECISION_BITS = {"fp32": 32, "fp16": 16, "int8": 8}
+
+
+@dataclass(frozen=True)
+class Storage:
+    """What a compensation method keeps in digital memory (SRAM).
+
+    values_per_level : values stored for each drift level (e.g. VeRA+'s λ_b and λ_d).
+    levels : number of drift levels K (1 for methods without levels).
+    shared_values : values stored once and used at every level.
+    seed_bytes : bytes of seeds from which shared random tensors are regenerated (not stored as values).
+    calibration_values : data a method calibrating in the field keeps on the chip besides its parameters
+        (e.g. DoRA's calibration inputs and drift-free targets); the network does not read them.
+    online : whether the method trains in the field, per chip (then its parameters are that chip's).
+    """
+
+    values_per_level: int
+    levels: int = 1
+    shared_values: int = 0
+    seed_bytes: int = 0
+    calibration_values: int = 0
+    online: bool = False
+
+    @property
+    def total_values(self) -> int:
+        return self.values_per_level * self.levels + self.shared_values + self.calibration_values
+
+    def bytes_per_level(self, precision: str = "fp32") -> float:
+        return self.values_per_level * PRECISION_BITS[precision] / 8
+
+    def total_bytes(self, precision: str = "fp32") -> float:
+        return self.total_values * PRECISION_BITS[precision] / 8 + self.seed_bytes
+
+    def as_dict(self) -> dict:
+        row = asdict(self)
+        row["total_values"] = self.total_values
+        for p in PRECISION_BITS:
+            row[f"bytes_per_level_{p}"] = self.bytes_per_level(p)
+            row[f"total_bytes_{p}"] = self.total_bytes(p)
+        return row
+
+
+@torch.no_grad()
+def base_macs(model: nn.Module, example: torch.Tensor) -> int:
+    """MACs of one sample through every Conv2d and Linear (the layers on RRAM), via forward hooks."""
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            total += output[0].numel() * per_output
+        else:
+            total += output[0].numel() * module.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with eval_mode(model):
+            model(example[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def _linear_in_rank(model: nn.Module, example: torch.Tensor, targets) -> tuple[int, int]:
+    """VeRA+'s extra MACs are ``a·r + b`` (per position ``r·(in + 1 + out) + out``): return ``(a, b)``."""
+    counts = []
+    for rank in (1, 2):
+        ctrl = add_vera_plus(copy.deepcopy(model), rank=rank, targets=targets)
+        counts.append(ctrl.extra_macs(example[:1]))
+    return counts[1] - counts[0], 2 * counts[0] - counts[1]
+
+
+def vera_plus_extra_macs(model: nn.Module, example: torch.Tensor, ranks, targets=None) -> dict[int, float]:
+    """VeRA+'s extra MACs as a fraction of ``model``'s (:func:`base_macs`), per rank; no training needed.
+
+    ``targets``: the adapted layers (default: every Conv2d and Linear). ``model`` is not changed.
+    """
+    a, b = _linear_in_rank(model, example, targets)
+    base = base_macs(model, example)
+    return {int(r): (a * int(r) + b) / base for r in ranks}
+
+
+def vera_plus_rank_for_macs(model: nn.Module, example: torch.Tensor, fraction: float, targets=None) -> int:
+    """The largest rank whose VeRA+ extra MACs stay within ``fraction`` of ``model``'s MACs (0: none fits)."""
+    check_positive("fraction", fraction)
+    a, b = _linear_in_rank(model, example, targets)
+    base = base_macs(model, example)
+    if a <= 0:
+        raise RramlibError("VeRA+ adds no MACs per rank on this model")
+    return max(0, math.floor((fraction * base - b) / a))

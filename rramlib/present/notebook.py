@@ -1,0 +1,342 @@
+"""One set-up for every book notebook: parameters, time grid, cache and report.
+
+Every notebook starts the same way::
+
+    # parameters cell (tagged ``parameters``; papermill injects new values after it)
+    profile = "quick"
+    ...
+    # next cell
+    from rramlib.present.notebook import start
+    nb = start("03_comparison", profile=profile, out_dir=out_dir, ...)   # every parameter, by name
+
+:func:`start` normalises each parameter (papermill's ``-p`` passes lists as text), fills the
+profile-dependent defaults (``None`` values) and checks all of them against :data:`PARAMETERS`, the one
+table that says what a parameter name means anywhere in the book, before any heavy work. Bad input raises
+:class:`~rramlib.core.errors.RramlibError`. It then applies the figure style and opens the notebook's
+:class:`~rramlib.present.report.Report` and the shared results cache.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Callable
+
+from rramlib.core.errors import RramlibError, check_choice, check_int, check_positive, check_type
+
+__all__ = ["PARAMETERS", "Notebook", "as_list", "start"]
+
+
+def as_list(value) -> list:
+    """A list-valued parameter as a list: ``None`` -> ``[]``, a scalar -> ``[value]``, YAML text -> parsed.
+
+    papermill's ``-p name '[1, 2]'`` passes the text ``"[1, 2]"``; it is read as YAML.
+    """
+    if isinstance(value, str) and value.strip()[:1] in "[(":
+        import yaml
+
+        try:
+            value = yaml.safe_load(value.strip().replace("(", "[").replace(")", "]"))
+        except yaml.YAMLError as exc:
+            raise RramlibError(f"cannot read the list {value!r}: {exc}") from None
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+# ------------------------------------------------------------------------------------------- checks
+def _profile(v, name="profile"):
+    from rramlib.study.profiles import PROFILES
+
+    return check_choice("profile", v, PROFILES)
+
+
+def _preset(v, name="preset"):
+    from rramlib.device.drift import PRESETS
+
+    return check_choice("preset", v, PRESETS)
+
+
+def _method(v, name="method"):
+    from rramlib.methods.compensation import check_method
+
+    return check_method(v)
+
+
+def _model(v, name="model"):
+    from rramlib.nn.models import MODELS
+
+    return check_choice("model", v, MODELS)
+
+
+def _time(v, name="time"):
+    from rramlib.core.times import parse_time
+
+    parse_time(v)
+    return v
+
+
+def _trained_methods() -> list[str]:
+    from rramlib.study.tuning import trained_methods
+
+    return trained_methods()
+
+
+def _int(low: int) -> Callable:
+    return lambda v, name="value": check_int(name, v, minimum=low)
+
+
+def _nonneg(v, name="value"):
+    return check_positive(name, v, allow_zero=True)
+
+
+def _fraction(v, name="value"):
+    v = check_positive(name, v)
+    if v > 1:
+        raise RramlibError(f"{name} must be a fraction in (0, 1], got {v}")
+    return v
+
+
+def _unit(v, name="value"):
+    check_type(name, v, (int, float))
+    if not 0 <= v <= 1:
+        raise RramlibError(f"{name} must be a fraction in [0, 1], got {v}")
+    return float(v)
+
+
+def _str(v, name="value"):
+    return check_type(name, v, str)
+
+
+def _optional_str(v, name="value"):
+    return v if v is None else check_type(name, v, str)
+
+
+def _bool(v, name="value"):
+    return check_type(name, v, bool)
+
+
+def _dict(v, name="value"):
+    return check_type(name, v, dict)
+
+
+def _one_of(*choices) -> Callable:
+    return lambda v, name="value": check_choice(name, v, choices)
+
+
+def _format(v, name="format"):
+    from rramlib.device.faults import FORMATS
+
+    return check_choice(name, v, FORMATS)
+
+
+def _sharing(v, name="sharing"):
+    return check_choice(name, v, ("layer", "cross"))
+
+
+def _crossbar(v, name="crossbar"):
+    from rramlib.device.crossbar import CROSSBARS
+
+    return check_choice(name, v, CROSSBARS)
+
+
+def _scheduler(v, name="scheduler"):
+    """None (sweeps run in the notebook's process) or a Dask scheduler address, e.g. ``tcp://host:8786``."""
+    import re
+
+    address = r"(tcp|tls|ucx|inproc|ws|wss)://\S+|[^\s:/]+:\d+"  # Dask's protocol://host:port, or host:port
+    if v is not None and not (isinstance(v, str) and re.fullmatch(address, v)):
+        raise RramlibError(f"{name} must be the address of a Dask scheduler, such as tcp://host:8786, or None; "
+                           f"got {v!r}")
+    return v
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """What a notebook parameter name means: a check per value, list or not, a default per profile."""
+
+    check: Callable
+    is_list: bool = False
+    default: Callable[[str], Any] | None = None  # profile name -> value used when the parameter is None
+    empty_ok: bool = True
+
+
+def _by_profile(smoke, other):
+    return lambda profile: smoke if profile == "smoke" else other
+
+
+#: Every parameter of every book notebook. One name means one thing throughout the book.
+PARAMETERS: dict[str, Parameter] = {
+    "profile": Parameter(_profile),
+    "out_dir": Parameter(_str),
+    "data_root": Parameter(_optional_str),
+    "preset": Parameter(_preset),
+    "presets": Parameter(_preset, is_list=True, empty_ok=False),
+    "preset_params": Parameter(_dict),
+    "drift_scale": Parameter(_nonneg),
+    "drift_scales": Parameter(_nonneg, is_list=True),
+    "crossbar": Parameter(_crossbar),
+    "scheduler": Parameter(_scheduler),  # where sweeps run (rramlib.study.cluster); results do not depend on it
+    "dac_bits": Parameter(_int(2), is_list=True, default=_by_profile([5, 7], [4, 5, 6, 7, 8]), empty_ok=False),
+    "adc_bits": Parameter(_int(2), is_list=True, default=_by_profile([7, 9], [5, 6, 7, 8, 9, 10]), empty_ok=False),
+    "out_noises": Parameter(_nonneg, is_list=True, default=_by_profile([0.0, 0.06], [0.0, 0.03, 0.06, 0.12, 0.24]),
+                            empty_ok=False),
+    "table": Parameter(_optional_str),
+    "seed": Parameter(_int(0)),
+    "g_targets": Parameter(_unit, is_list=True, empty_ok=False),
+    "n_devices": Parameter(_int(100), default=_by_profile(10_000, 100_000)),
+    "n_weights": Parameter(_int(100), default=_by_profile(10_000, 100_000)),
+    "hist_times": Parameter(_time, is_list=True, empty_ok=False),
+    "methods": Parameter(_method, is_list=True, empty_ok=False),
+    "reference_methods": Parameter(_method, is_list=True),
+    "table_times": Parameter(_time, is_list=True, empty_ok=False),
+    "pareto_time": Parameter(_time),
+    "eval_time": Parameter(_time),
+    "time": Parameter(_time),
+    "horizon": Parameter(_time),
+    "k_times": Parameter(_time, is_list=True, empty_ok=False),
+    "levels": Parameter(lambda v, name="levels": v if v is None else check_int(name, v, minimum=1)),
+    "levels_list": Parameter(_int(1), is_list=True, default=_by_profile([1, 2], [1, 2, 4, 8]), empty_ok=False),
+    "dense_points": Parameter(_int(2), default=_by_profile(7, 25)),
+    "run_greedy": Parameter(_bool),
+    "greedy_tolerance": Parameter(_nonneg),
+    "val_chips": Parameter(_int(1)),  # validation chips (rramlib.core.seeding.validation_chips) that choose hyper-parameters
+    "tuned_methods": Parameter(_method, is_list=True, default=lambda profile: _trained_methods(), empty_ok=False),
+    "extra_models": Parameter(_model, is_list=True),
+    "extra_profile": Parameter(_profile),
+    "mac_models": Parameter(_model, is_list=True),
+    "ranks": Parameter(_int(1), is_list=True, empty_ok=False),
+    "sharings": Parameter(_sharing, is_list=True, empty_ok=False),
+    "kd_weights": Parameter(_nonneg, is_list=True, empty_ok=False),
+    "samples": Parameter(_int(1), is_list=True, empty_ok=False),
+    "budgets": Parameter(_fraction, is_list=True, empty_ok=False),
+    "chip": Parameter(_int(0)),
+    "n_params": Parameter(_int(1), default=_by_profile(4, 20)),
+    "formats": Parameter(_format, is_list=True, empty_ok=False),
+    "protect_bits": Parameter(_int(0), is_list=True),
+    "range_mode": Parameter(_one_of("zero", "clamp")),
+    "depth_models": Parameter(_model, is_list=True, default=lambda p: ["resnet20", "resnet32", "resnet56"]
+                              if p == "paper" else []),
+}
+
+
+def check_parameters(params: dict) -> dict:
+    """Normalised, checked copies of notebook parameters (see :data:`PARAMETERS`); ``profile`` first."""
+    unknown = sorted(set(params) - set(PARAMETERS))
+    if unknown:
+        raise RramlibError(f"unknown notebook parameter(s) {unknown}; known: {sorted(PARAMETERS)}")
+    profile = _profile(params.get("profile", "quick"))
+    out = {}
+    for name, value in params.items():
+        spec = PARAMETERS[name]
+        if value is None and spec.default is not None:
+            value = spec.default(profile)
+        if spec.is_list:
+            value = as_list(value)
+            if not value and not spec.empty_ok:
+                raise RramlibError(f"{name} needs at least one value")
+            value = [spec.check(v, f"{name} entry") for v in value]
+        else:
+            value = spec.check(value, name)
+        out[name] = value
+    return out
+
+
+class Notebook:
+    """A running book notebook: its checked parameters ``p``, profile, report and cache."""
+
+    def __init__(self, name: str, params: dict):
+        from rramlib.core.cache import Cache, default_cache_dir
+        from rramlib.study.profiles import get_profile
+        from rramlib.present.report import Report
+
+        self.name = name
+        self.p = SimpleNamespace(**params)
+        self.profile = get_profile(params.get("profile", "quick"))
+        shown = {k: ("(given)" if k == "data_root" and v is not None else v) for k, v in params.items()
+                 if k != "scheduler"}  # where the sweeps ran does not change a result
+        self.report = Report(name, params=shown, out_dir=params.get("out_dir", "results"))
+        self.cache = Cache(default_cache_dir())
+
+    def grid(self, *labels: str) -> tuple[str, ...] | None:
+        """The profile's time grid plus ``labels`` it lacks, in time order; ``None`` if it has them all
+        (then sweeps share their cache entries with every notebook that uses the plain grid)."""
+        from rramlib.core.times import parse_time
+
+        times = list(self.profile.times)
+        missing = [t for t in labels if parse_time(t) not in {parse_time(s) for s in times}]
+        if not missing:
+            return None
+        return tuple(sorted(dict.fromkeys(times + missing), key=parse_time))
+
+    def config(self, methods=("none",), *, profile: str | None = None, preset: str | None = None,
+               drift_params: dict | None = None, **fields):
+        """A :class:`~rramlib.study.experiments.SweepConfig` on this notebook's profile, preset and drift scale
+        (``profile``, ``preset`` and ``drift_params`` replace them)."""
+        from rramlib.study.experiments import SweepConfig
+
+        p = vars(self.p)
+        drift = {"drift_scale": p.get("drift_scale", 1.0), **(drift_params or {})}
+        if "crossbar" in p:
+            fields.setdefault("crossbar", p["crossbar"])
+        return SweepConfig(profile=profile or self.profile.name, preset=preset or p.get("preset", "ibm_cmo_reram"),
+                           methods=tuple(methods), drift_params=drift, **fields)
+
+    def sweep(self, config, *, schedule=None) -> dict:
+        """:func:`~rramlib.study.experiments.run_sweep` through the shared cache, with its fits and evaluations computed on
+        the Dask cluster at the ``scheduler`` parameter if one is given (:func:`rramlib.study.cluster.run_sweep`: the same
+        records); ``schedule`` replaces the profile's drift levels. The result's key goes in the footers."""
+        scheduler = getattr(self.p, "scheduler", None)
+        if scheduler is None:
+            from rramlib.study.experiments import run_sweep
+
+            result = run_sweep(config, schedule=schedule, data_root=self.data_root(), cache=self.cache, progress=False)
+        else:
+            from rramlib.study import cluster
+
+            with cluster.connect(scheduler=scheduler) as client:
+                result = cluster.run_sweep(config, client, schedule=schedule, data_root=self.data_root(),
+                                           cache=self.cache, progress=False)
+        return self.report.uses(result)
+
+    def base_model(self, profile=None):
+        """The profile's trained base model (:func:`~rramlib.study.experiments.train_base_model`, cached)."""
+        from rramlib.study.experiments import train_base_model
+
+        profile = profile or self.profile
+        base = train_base_model(profile, data_root=self.data_root(), cache=self.cache, progress=False)
+        self.report.data_source({"dataset": profile.dataset, **base.splits.info.get("source", {})})
+        return base
+
+    def data_root(self) -> str | None:
+        """The ``data_root`` parameter, else ``$RRAMLIB_DATA_ROOT`` (so every notebook finds the CIFAR folder of
+        ``make book PROFILE=cifar DATA_ROOT=...``, whether it declares ``data_root`` or not)."""
+        import os
+
+        return getattr(self.p, "data_root", None) or os.environ.get("RRAMLIB_DATA_ROOT") or None
+
+    def parameter_table(self):
+        """The parameters in use as a two-column table (stored as the report's ``parameters`` table)."""
+        import pandas as pd
+
+        frame = pd.DataFrame({"parameter": list(self.report.params),
+                              "value": [str(v) for v in self.report.params.values()]})
+        return self.report.table("parameters", frame, glue=False)
+
+
+def start(name: str, **params) -> Notebook:
+    """Check ``params`` (every parameter of the notebook, by name), apply the book's figure style and
+    return the :class:`Notebook` holding them (``nb.p``), its report and the shared cache."""
+    from tqdm import TqdmWarning
+
+    from rramlib.present.plotting import use_style
+
+    checked = check_parameters(params)
+    if checked.get("scheduler") is not None:  # unreachable: one clear error now, before any heavy work
+        from rramlib.study import cluster
+
+        with cluster.connect(scheduler=checked["scheduler"]):
+            pass
+    warnings.simplefilter("ignore", TqdmWarning)  # "IProgress not found": notebooks show no progress bars
+    use_style()
+    return Notebook(name, checked)

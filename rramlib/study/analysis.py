@@ -1,0 +1,216 @@
+"""Tidy tables from sweep results: accuracy per method and time, retained and recovered fractions."""
+from __future__ import annotations
+
+import pandas as pd
+
+__all__ = ["FITTING", "fitting", "combine_sweeps", "to_frame", "accuracy_table", "drift_free_accuracy", "at_time",
+           "method_summary", "recovered_per_chip", "time_table", "time_table_display", "pareto_table", "pareto_front",
+           "with_spread", "switch_jumps"]
+
+#: How each method gets its correction, by registry name: DoRA calibration trains on every chip in the field
+#: (online, per chip); the level-based methods are trained offline, once for all chips.
+FITTING = {
+    "none": "nothing fitted", "scale": "per chip: readouts at programming and at t",
+    "bn": "offline, per level, all chips", "lora": "offline, per level, all chips",
+    "vera_plus": "offline, per level, all chips", "dora": "online, per chip (in the field)",
+    "noise_aware": "offline, base weights", "offline_correction": "offline, per level, all chips",
+    "reprogram": "chip rewritten (upper line)",
+}
+
+
+def fitting(result: dict, method: str) -> str:
+    """How ``method`` of a sweep result is fitted (:data:`FITTING`; a method whose storage says ``online``
+    is marked online whatever its name)."""
+    info = result["metadata"].get("method_info", {}).get(method, {})
+    if info.get("storage", {}).get("online"):
+        return FITTING["dora"]
+    return FITTING.get(info.get("method", method), "")
+
+
+def combine_sweeps(main: dict, variants: dict) -> dict:
+    """``main`` sweep result plus, renamed, one method of each other sweep: ``variants[new name] = (result,
+    method)``, e.g. VeRA+ with per-layer and cross-layer vectors side by side in one table.
+
+    Every sweep must share the base model, drift model and schedule (``config_hash``), the drift-free accuracy,
+    the evaluation chips and the time grid, so the rows compare like with like; else RramlibError. Wall time
+    and cache counts in the metadata add up over all sweeps.
+    """
+    from rramlib.core.errors import RramlibError
+
+    meta = main["metadata"]
+    out_meta = {**meta, "methods": list(meta["methods"]), "method_info": dict(meta["method_info"])}
+    records = list(main["records"])
+    times = {r["time_label"] for r in main["records"] if r["method"] != "drift_free"}
+    for name, (result, method) in variants.items():
+        other = result["metadata"]
+        if name in out_meta["methods"]:
+            raise RramlibError(f"combine_sweeps: {name!r} is already a method of the main sweep")
+        if method not in other["methods"]:
+            raise RramlibError(f"combine_sweeps: the sweep for {name!r} has no method {method!r}")
+        for key in ("config_hash", "drift_free_accuracy", "chip_seeds", "preset"):
+            if other.get(key) != meta.get(key):
+                raise RramlibError(f"combine_sweeps: the sweep for {name!r} differs from the main sweep in {key} "
+                                   f"({other.get(key)!r} vs {meta.get(key)!r})")
+        rows = [{**r, "method": name} for r in result["records"] if r["method"] == method]
+        if {r["time_label"] for r in rows} != times:
+            raise RramlibError(f"combine_sweeps: the sweep for {name!r} has another time grid")
+        records += rows
+        out_meta["methods"].append(name)
+        out_meta["method_info"][name] = other["method_info"][method]
+        if "wall_time_s" in other:
+            out_meta["wall_time_s"] = out_meta.get("wall_time_s", 0.0) + other["wall_time_s"]
+        if "cache" in other:
+            out_meta["cache"] = {k: out_meta.get("cache", {}).get(k, 0) + v for k, v in other["cache"].items()}
+    return {"metadata": out_meta, "records": records}
+
+
+def to_frame(result: dict) -> pd.DataFrame:
+    """One row per (method, time, chip) record of a :func:`~rramlib.study.experiments.run_sweep` result."""
+    frame = pd.DataFrame(result["records"])
+    return frame[frame["method"] != "drift_free"].reset_index(drop=True)
+
+
+def drift_free_accuracy(result: dict) -> float:
+    return float(result["metadata"]["drift_free_accuracy"])
+
+
+def accuracy_table(result: dict) -> pd.DataFrame:
+    """Mean, spread (std over chips), min and max accuracy per method and time, plus two ratios.
+
+    * ``retained`` = mean accuracy / drift-free accuracy (the study's "% of drift-free accuracy").
+    * ``recovered`` = (mean - uncompensated mean) / (drift-free - uncompensated mean) at the same time:
+      the fraction of the drift-induced loss won back (NaN where drift cost nothing).
+    """
+    frame = to_frame(result)
+    free = drift_free_accuracy(result)
+    table = (frame.groupby(["method", "time_s", "time_label"], sort=False)["accuracy"]
+             .agg(mean="mean", std="std", min="min", max="max", chips="count").reset_index())
+    table["std"] = table["std"].fillna(0.0)
+    table["retained"] = table["mean"] / free
+    none = table[table["method"] == "none"].set_index("time_s")["mean"]
+    loss = free - table["time_s"].map(none)
+    table["recovered"] = ((table["mean"] - table["time_s"].map(none)) / loss).where(loss > 1e-12)
+    return table
+
+
+def at_time(result: dict, label: str) -> pd.DataFrame:
+    """:func:`accuracy_table` rows at one time label, indexed by method."""
+    table = accuracy_table(result)
+    rows = table[table["time_label"] == label]
+    if rows.empty:
+        from rramlib.core.errors import RramlibError
+
+        raise RramlibError(f"time {label!r} is not in this sweep's grid {sorted(set(table['time_label']))}")
+    return rows.set_index("method")
+
+
+def method_summary(result: dict, method: str, label: str) -> dict:
+    """One method of a sweep at one time: accuracy (mean, std over chips) with its storage and compute cost."""
+    row = at_time(result, label).loc[method]
+    info = result["metadata"]["method_info"][method]
+    return {"acc_mean": row["mean"], "acc_std": row["std"], "storage_bytes_fp32": info["storage"]["total_bytes_fp32"],
+            "bytes_per_level_fp32": info["storage"]["bytes_per_level_fp32"],
+            "extra_macs_pct": 100 * info["extra_macs_ratio"], "fit_time_s": info["fit_time_s"]}
+
+
+def recovered_per_chip(result: dict, method: str, label: str) -> pd.Series:
+    """The recovered fraction of ``method`` chip by chip at one time (same chip seeds for every method):
+    ``(acc - acc_none) / (drift-free - acc_none)`` per chip, NaN where that chip lost nothing to drift."""
+    frame = to_frame(result)
+    wide = frame[frame["time_label"] == label].pivot_table(index="chip_seed", columns="method", values="accuracy")
+    loss = drift_free_accuracy(result) - wide["none"]
+    return ((wide[method] - wide["none"]) / loss).where(loss > 1e-12)
+
+
+def time_table(result: dict, methods, labels) -> pd.DataFrame:
+    """Table T1: per method and time, how it is fitted (:func:`fitting`), accuracy (mean, std), retained and
+    recovered with their spreads.
+
+    ``retained_std`` is the accuracy's std over chips relative to drift-free; ``recovered_std`` the std over
+    chips of :func:`recovered_per_chip`; ``drift_loss_pp`` the uncompensated loss in percentage points.
+    """
+    free = drift_free_accuracy(result)
+    tables = {label: at_time(result, label) for label in labels}
+    rows = []
+    for m in methods:
+        for label, at in tables.items():
+            rows.append({"method": m, "time": label, "fitted": fitting(result, m),
+                         "acc_mean": at.loc[m, "mean"], "acc_std": at.loc[m, "std"],
+                         "retained": at.loc[m, "retained"], "retained_std": at.loc[m, "std"] / free,
+                         "recovered": at.loc[m, "recovered"],
+                         "recovered_std": recovered_per_chip(result, m, label).std(ddof=1),
+                         "drift_loss_pp": 100 * (free - at.loc["none", "mean"])})
+    return pd.DataFrame(rows)
+
+
+def time_table_display(t1: pd.DataFrame, methods, labels, names: dict | None = None) -> pd.DataFrame:
+    """T1 as the book shows it: ``mean ± std`` strings per time, and a last row with the drift loss."""
+    names = names or {}
+    shown = pd.DataFrame({"method": [names.get(m, m) for m in methods]})
+    if "fitted" in t1:
+        shown["fitted"] = t1.drop_duplicates("method").set_index("method").loc[list(methods), "fitted"].tolist()
+    for t in labels:
+        sub = t1[t1["time"] == t].set_index("method").loc[list(methods)]
+        shown[f"{t}: accuracy"] = [with_spread(a, s, "{:.3f}") for a, s in zip(sub["acc_mean"], sub["acc_std"])]
+        shown[f"{t}: retained %"] = [with_spread(100 * a, 100 * s, "{:.1f}")
+                                     for a, s in zip(sub["retained"], sub["retained_std"])]
+        shown[f"{t}: recovered"] = ["—" if m == "none" else with_spread(a, s, "{:.2f}")
+                                    for m, a, s in zip(methods, sub["recovered"], sub["recovered_std"])]
+    loss = {"method": "drift loss (pp)"}
+    for t in labels:
+        loss[f"{t}: accuracy"] = f"{t1[(t1['method'] == 'none') & (t1['time'] == t)]['drift_loss_pp'].iloc[0]:.1f}"
+    return pd.concat([shown, pd.DataFrame([loss])], ignore_index=True).fillna("")
+
+
+def pareto_table(result: dict, methods, label: str) -> pd.DataFrame:
+    """Per method: how it is fitted, total and per-level storage (fp32; an online method's includes the data it
+    keeps to calibrate), levels, accuracy at ``label`` and extra-MAC ratio."""
+    info = result["metadata"]["method_info"]
+    at = at_time(result, label)
+    return pd.DataFrame([{
+        "method": m, "fitted": fitting(result, m), "storage_bytes_fp32": info[m]["storage"]["total_bytes_fp32"],
+        "storage_bytes_per_level_fp32": info[m]["storage"]["bytes_per_level_fp32"],
+        "levels": info[m]["storage"]["levels"], "acc_mean": at.loc[m, "mean"], "acc_std": at.loc[m, "std"],
+        "extra_macs_ratio": info[m]["extra_macs_ratio"]} for m in methods])
+
+
+def pareto_front(cost, value) -> list[int]:
+    """Indices of the points on the Pareto front (lowest cost, highest value), in order of cost.
+
+    A point is on the front when no other point costs at most as much and is strictly better; among
+    equal costs the best value comes first.
+    """
+    import numpy as np
+
+    cost, value = np.asarray(cost, dtype=float), np.asarray(value, dtype=float)
+    front, best = [], -np.inf
+    for i in np.lexsort((-value, cost)):
+        if value[i] > best:
+            front.append(int(i))
+            best = value[i]
+    return front
+
+
+def with_spread(mean, std, fmt: str = "{:.3f}") -> str:
+    """``"mean ± std"`` in ``fmt``; ``"n/a"`` for a missing mean, no spread for a missing std."""
+    if pd.isna(mean):
+        return "n/a"
+    return f"{fmt.format(mean)} ± {fmt.format(std)}" if pd.notna(std) else fmt.format(mean)
+
+
+def switch_jumps(table: pd.DataFrame, method: str, edges, before: float = 0.93, after: float = 1.07) -> pd.DataFrame:
+    """Mean accuracy of ``method`` just before and just after every inner window edge of a schedule.
+
+    ``table`` is an :func:`accuracy_table` evaluated at (or near) ``before·edge`` and ``after·edge``; the
+    nearest evaluated times are used. One row per switch from ``level{k-1}`` to ``level{k}``.
+    """
+    from rramlib.core.times import format_time
+
+    acc = table[table["method"] == method].set_index("time_s")["mean"]
+    nearest = lambda s: acc.loc[min(acc.index, key=lambda t: abs(t - s))]  # noqa: E731
+    rows = []
+    for k, e in enumerate(edges[1:-1], start=1):
+        b, a = nearest(e * before), nearest(e * after)
+        rows.append({"edge": format_time(e), "from": f"level{k - 1}", "to": f"level{k}", "accuracy before": b,
+                     "accuracy after": a, "change": a - b})
+    return pd.DataFrame(rows, columns=["edge", "from", "to", "accuracy before", "accuracy after", "change"])
