@@ -31,7 +31,10 @@ from rramlib.core.cache import Cache, default_cache_dir
 from rramlib.nn.data import as_tensors
 from rramlib.device.drift import PRESETS
 from rramlib.nn.evaluate import accuracy
-from rramlib.study.experiments import EVAL_CHIP_BASE, get_profile, run_metadata, train_base_model
+from rramlib.core.provenance import run_metadata
+from rramlib.core.seeding import EVAL_CHIP_BASE
+from rramlib.study.base_model import train_base_model
+from rramlib.study.profiles import get_profile
 from rramlib.core.times import parse_time
 
 

@@ -182,3 +182,38 @@ def test_combine_sweeps_adds_up_wall_time_and_cache_counts():
     meta = combine_sweeps(main, {"v": (other, "vera_plus")})["metadata"]
     assert meta["wall_time_s"] == 2.5 and meta["cache"] == {"hits": 4, "misses": 2}
     assert main["metadata"]["wall_time_s"] == 2.0
+
+
+def test_stats_at_and_stats_wide_golden():
+    from rramlib.study.analysis import stats_at, stats_wide
+
+    table = accuracy_table(fake_result())
+    stats = stats_at({m: table[table["method"] == m] for m in ("none", "vera_plus")}, {"start": "1s", "end": "10s"})
+    assert stats[["name", "key", "time_label"]].values.tolist() == [
+        ["none", "start", "1s"], ["none", "end", "10s"], ["vera_plus", "start", "1s"], ["vera_plus", "end", "10s"]]
+    end = stats.set_index(["name", "key"])
+    assert end.loc[("none", "end"), "mean"] == pytest.approx(0.6)
+    assert end.loc[("none", "end"), "std"] == pytest.approx(math.sqrt(0.02))
+    assert end.loc[("vera_plus", "end"), "retained"] == pytest.approx(0.8 / 0.9)
+    wide = stats_wide(stats, "preset")
+    assert list(wide.columns) == ["preset", "mean 1s", "std 1s", "% of drift-free 1s", "mean 10s", "std 10s",
+                                  "% of drift-free 10s"]
+    assert wide["% of drift-free 10s"].tolist() == pytest.approx([100 * 0.6 / 0.9, 100 * 0.8 / 0.9])
+    named = stats_wide(stats, "scenario", names={"none": "left alone"}, extra={"drift-free": 0.9},
+                       header="{what} at {label}")
+    assert list(named.columns[:3]) == ["scenario", "drift-free", "mean at 1s"]
+    assert named["scenario"].tolist() == ["left alone", "vera_plus"]
+
+
+def test_ranking_gaps_and_standing_golden():
+    from rramlib.study.analysis import gaps_pp, ranking, standing
+
+    values = {"bn": 0.9125, "vera_plus_layer": 0.9, "lora": None}
+    assert ranking(values, str.upper) == "BN 0.912; VERA_PLUS_LAYER 0.900"
+    assert ranking({"lora": None}) == "not recorded"
+    gaps = gaps_pp(values, [("bn", "vera_plus_layer"), ("vera_plus_layer", "lora")])
+    assert gaps[("bn", "vera_plus_layer")] == pytest.approx(1.25)
+    assert math.isnan(gaps[("vera_plus_layer", "lora")])
+    assert standing("VeRA+", "BN recalibration", 1.25) == "VeRA+ stays below BN recalibration"
+    assert standing("VeRA+", "BN recalibration", 0.0) == "VeRA+ matches or beats BN recalibration"
+    assert standing("VeRA+", "BN recalibration", float("nan")) == "not recorded"

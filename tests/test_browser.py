@@ -24,6 +24,8 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds (or checks) the smoke book, then opens every page
+
 ROOT = Path(__file__).resolve().parents[1]
 VIEWPORT = {"width": 1400, "height": 900}
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -196,8 +198,6 @@ def test_internal_links_resolve(pages, html_dir):
             if target.is_dir():
                 target = target / "index.html"
             fragment = unquote(url.fragment)
-            if re.fullmatch(r"notebooks/\d\d_\w+\.ipynb", fragment) and not (ROOT / fragment).exists():
-                continue  # a chapter of book/_toc.yml not written yet: the builder leaves such links unchecked
             if not target.exists():
                 out.append(f"{href}: no such file")
             elif fragment and target.suffix == ".html" and fragment not in anchors(target):
@@ -221,8 +221,7 @@ def test_search_finds_vera(browser, html_dir):
 def test_results_above_the_fold(browser, html_dir, name):
     """The page's opening text and its first table or figure fit in the first screen (1400 × 900)."""
     matches = sorted(html_dir.glob(f"notebooks/*_{name}.html"))
-    if not matches:
-        pytest.skip(f"no {name} page in this book")
+    assert matches, f"no {name} page in the book"
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     page.goto(matches[0].as_uri(), wait_until="load")

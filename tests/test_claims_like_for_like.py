@@ -38,12 +38,13 @@ def test_the_abstracts_vera_is_cross_layer_and_accuracy_claims_compare_retained_
 def test_c4_is_the_ratio_with_matched_structure_and_sharing():
     labels = [costs.VERA_LAYER, costs.VERA_CROSS, "lora", costs.LORA_1X1, costs.LORA_PEFT]
     t2 = pd.DataFrame({"model": "resnet20", "method": labels, "bytes_per_level_fp32": [1.0, 2, 3, 4, 5],
-                       "total_bytes_fp32": [1.0, 2, 3, 4, 5]})
+                       "total_bytes_sram_fp32": [1.0, 2, 3, 4, 5], "total_bytes_regenerated_fp32": [1.0, 2, 3, 4, 5]})
     ratios = costs.storage_ratios(t2)
     matched = ratios[(ratios["matched structure"] == "yes") & (ratios["matched sharing"] == "yes")]
-    keys = [f"ratio_{costs.ROW_KEYS[r['other']]}_over_{costs.ROW_KEYS[r['VeRA+ variant']]}_{r['model']}"
-            for _, r in matched.iterrows()]
-    assert keys == [next(c for c in CLAIMS if c.id == "C4").key]
+    keys = [f"ratio_{costs.ROW_KEYS[r['other']]}_over_{costs.ROW_KEYS[r['VeRA+ variant']]}_{r['projections']}_"
+            f"{r['model']}" for _, r in matched.iterrows()]
+    c4 = next(c for c in CLAIMS if c.id == "C4")
+    assert keys == [c4.key, c4.other_key] and costs.OUR_READING in c4.key
 
 
 def test_dora_claims_say_online_per_chip():
@@ -63,3 +64,55 @@ def test_a_claim_not_measurable_at_a_profile_reads_n_a(tmp_path):
     table, ours = claims_table(tmp_path, "smoke", load(folder=tmp_path / "nothing"))
     row = table.set_index("id").loc["C6b"]
     assert row["ours"] == "n/a" and "C6b" not in ours
+
+
+STORAGE_CLAIMS = ("C3", "C3b", "C4", "C5", "C6")
+
+
+def test_vera_storage_and_work_claims_give_both_projection_readings_ours_first():
+    """Issue 21: A and B in SRAM is ours (key), regenerated per inference the other reading (other_key)."""
+    import json
+    from pathlib import Path
+
+    from rramlib.book import glued_keys
+
+    path = Path(__file__).parent.parent / "notebooks" / "04_overhead.ipynb"
+    patterns = glued_keys(json.loads(path.read_text()), path.stem)
+    for claim in (c for c in CLAIMS if c.id in STORAGE_CLAIMS):
+        assert claim.other_key and "regenerated" in claim.other_key, claim.id
+        assert "regenerated" not in claim.key, claim.id
+        assert any(p.match(claim.other_key) for p in patterns), claim.other_key
+    c3 = next(c for c in CLAIMS if c.id == "C3")
+    assert c3.key.startswith("ratio_bn_over_") and "bound" not in c3.key  # the bn method that was run
+
+
+def test_claim_rows_name_the_profile_their_chapter_ran_at(tmp_path):
+    from rramlib.study.claims import claims_table
+    from rramlib.study.recorded import load
+    from rramlib.study.scope import chapter_profile
+
+    table, _ = claims_table(tmp_path, "cifar", load(folder=tmp_path / "nothing"))
+    rows = table.set_index("id")
+    for claim in CLAIMS:
+        expected = chapter_profile("cifar", claim.notebook) if claim.notebook else "-"
+        assert rows.loc[claim.id, "profile"] == expected
+    assert rows.loc["C9", "profile"] == "quick" and rows.loc["C5", "profile"] == "cifar"
+
+
+# a measurement typed into prose: a number followed by a unit (glued values are {glue:text}`key` roles)
+TYPED = r"(?<![\w.·-])\d[\d,.]*\s*(%|×(?!\d)|x\b|kB|KB|B\b|bytes|images|min\b|s\b)"
+
+
+@pytest.mark.parametrize("stem", ["04_overhead", "09_claims"])
+def test_no_measurement_is_typed_into_the_prose(stem):
+    import json
+    import re
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).parent.parent / "notebooks" / f"{stem}.ipynb").read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "markdown":
+            text = re.sub(r"\{glue:text\}`[^`]*`", "", "".join(cell["source"]))
+            assert not re.findall(TYPED, text), re.findall(TYPED, text)
+    for claim in CLAIMS:  # the claims' own notes are prose too
+        assert not re.search(TYPED, claim.note), (claim.id, claim.note)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-import rramlib.study.experiments as experiments
+import rramlib.study.base_model as base_model
 from rramlib.cli.main import main
 
 
@@ -14,7 +14,7 @@ def no_heavy_work(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("heavy work started before the input was checked")
 
-    monkeypatch.setattr(experiments, "train", refuse)
+    monkeypatch.setattr(base_model, "train", refuse)
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_presets_list_shows_every_preset_with_its_real_defaults(capsys):
 
 
 def test_profiles_list_matches_the_profiles(capsys):
-    from rramlib.study.experiments import PROFILES
+    from rramlib.study.profiles import PROFILES
 
     assert main(["profiles"]) == 0
     listing = _listing(capsys.readouterr().out)
@@ -165,3 +165,75 @@ def test_methods_list_shows_the_defaults_a_method_is_built_with(capsys):
     for name, (_, defaults) in listing.items():
         assert ast.literal_eval(defaults[len("defaults: "):]) == dict(make_method(name).params)
     assert ast.literal_eval(listing["dora"][1][len("defaults: "):])["budget"] == 0.0234  # the study's 2.34 %
+
+
+def _option_help(parser, flag: str) -> str:
+    """The help text of ``flag`` in ``parser``'s formatted help (``--help``), whitespace normalised."""
+    blocks, current = {}, None
+    for line in parser.format_help().splitlines():
+        if line.startswith("  -"):  # an option's first line: its names (and metavars), then maybe its help
+            names, _, start = line.strip().partition("  ")
+            current = [start]
+            blocks.update({name.split()[0]: current for name in names.split(", ")})
+        elif current is not None and line.startswith("    "):
+            current.append(line)
+        else:
+            current = None
+    return " ".join(" ".join(blocks[flag]).split())
+
+
+def _subparser(name: str):
+    from rramlib.cli.main import build_parser
+
+    return build_parser()._subparsers._group_actions[0].choices[name]
+
+
+def _option_fields():
+    from rramlib.nn.train import TrainConfig
+    from rramlib.study.experiments import SweepConfig
+    from rramlib.study.profiles import Profile
+
+    sweep = {f"--{name.replace('_', '-')}": (SweepConfig, name) for name in (
+        "profile", "preset", "methods", "levels", "mapping", "per_channel", "crossbar", "n_conductance_states",
+        "times", "chips")}
+    profile = {"--dataset": (Profile, "dataset"), "--model": (Profile, "model"), "--device": (Profile, "device"),
+               "--epochs": (TrainConfig, "epochs")}
+    return [("sweep", flag, cls, name) for flag, (cls, name) in {**sweep, **profile}.items()] + [
+        ("book", "--profile", SweepConfig, "profile"), ("record", "--profile", SweepConfig, "profile")]
+
+
+@pytest.mark.parametrize("command, flag, cls, name", _option_fields(),
+                         ids=lambda v: v if isinstance(v, str) else getattr(v, "__name__", str(v)))
+def test_option_help_and_choices_come_from_the_config_fields(command, flag, cls, name):
+    from rramlib.core.config import config_field
+
+    f = config_field(cls, name)
+    text = _option_help(_subparser(command), flag)
+    assert text.startswith(" ".join(f.help.split())), text
+    if f.choices:
+        assert text.split("one of: ", 1)[1].split(" (default")[0].split(", ") == list(f.choices), text
+    else:
+        assert "one of: " not in text
+
+
+def test_method_option_lists_the_registered_methods():
+    from rramlib.methods.compensation import METHODS
+
+    text = _option_help(_subparser("sweep"), "--methods")
+    assert text.split("any of: ", 1)[1].startswith(", ".join(METHODS))
+
+
+@pytest.mark.parametrize("command", ["sweep", "book", "record"])
+def test_every_profile_is_accepted_and_shown(command, tmp_path, capsys, no_heavy_work):
+    from rramlib.study.profiles import PROFILES
+
+    assert "cifar" in PROFILES
+    text = _option_help(_subparser(command), "--profile")
+    assert text.split("one of: ", 1)[1].startswith(", ".join(PROFILES))
+    if command == "sweep":  # the profile passes; the bad preset after it is what is refused
+        for name in PROFILES:
+            assert main(["sweep", "--profile", name, "--preset", "nonsense", "--out", str(tmp_path / "r.json")]) == 2
+            assert capsys.readouterr().err.startswith("error: unknown preset")
+    else:
+        for name in PROFILES:
+            assert _subparser(command).parse_args(["--profile", name]).profile == name

@@ -183,6 +183,7 @@ def test_cli_errors_before_any_work(tmp_path, flags, message):
     assert not (tmp_path / "cache").exists() and not (tmp_path / "out.json").exists()  # nothing computed
 
 
+@pytest.mark.slow
 def test_in_process_sweep_never_imports_dask(tmp_path):
     out = _cli("sweep", "--profile", "smoke", "--methods", "none", "--chips", "1", "--times", "1s", "--epochs", "1",
                "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out.json"), "--quiet", cwd=tmp_path)
@@ -204,6 +205,26 @@ for _ in range(15):
     entry = cache.load("sweep", "samekey")
     assert entry is not None and bool((entry["data"] == entry["writer"]).all()), "torn entry read"
 """
+
+
+def test_workers_must_run_this_code_in_one_numeric_environment():
+    """The check before a cluster sweep: every worker's digest of the code the tasks run is this process's, and
+    all workers share one numeric environment (cache keys depend on both)."""
+    code, numerics = cluster._worker_identity()
+
+    class Client:  # what Client.run(f) answers: {worker address: f() there}
+        def __init__(self, answers):
+            self.answers = answers
+
+        def run(self, fn):
+            assert fn is cluster._worker_identity
+            return self.answers
+
+    cluster._check_same_sources(Client({"w1": (code, numerics), "w2": (code, numerics)}))
+    with pytest.raises(RramlibError, match="worker w2 runs other rramlib sources"):
+        cluster._check_same_sources(Client({"w1": (code, numerics), "w2": ("0" * 64, numerics)}))
+    with pytest.raises(RramlibError, match="workers w1 and w2 compute in another numeric environment"):
+        cluster._check_same_sources(Client({"w1": (code, numerics), "w2": (code, {**numerics, "threads": 99})}))
 
 
 def test_cache_takes_concurrent_writers_of_one_key(tmp_path):
@@ -242,23 +263,26 @@ def test_slurm_job_script_renders(tmp_path):
 
 
 # ------------------------------------------------------------------ the notebooks' scheduler parameter
-def test_notebook_with_an_unreachable_scheduler_fails_at_start(tmp_path, monkeypatch):
+def test_notebook_with_an_unreachable_scheduler_fails_at_start(tmp_path):
+    import dask
+
     from rramlib.present.notebook import start
 
-    monkeypatch.setenv("DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT", "2s")
-    with pytest.raises(RramlibError, match="cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'"):
-        start("02_drift_impact", profile="smoke", out_dir=str(tmp_path), scheduler="tcp://127.0.0.1:9")
+    # Dask read its environment when it was imported: set the connect timeout in its configuration
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        with pytest.raises(RramlibError, match="cannot reach the Dask scheduler at 'tcp://127.0.0.1:9' within 2 s"):
+            start("02_drift_impact", profile="smoke", out_dir=str(tmp_path), scheduler="tcp://127.0.0.1:9")
 
 
 @pytest.mark.slow
 def test_notebook_sweeps_on_its_scheduler(in_process, tmp_path, monkeypatch):
-    """``nb.sweep`` with the ``scheduler`` parameter: its fits and evaluations run on that cluster (one worker with
-    one thread here), and the records are those of the in-process sweep."""
+    """``nb.sweep`` with the ``scheduler`` parameter: its fits and evaluations run on that cluster (one worker, with
+    this process's thread count: cache keys include it), and the records are those of the in-process sweep."""
     from rramlib.present.notebook import start
 
     monkeypatch.setenv("RRAMLIB_CACHE", str(tmp_path / "cache"))
     shutil.copytree(in_process["cache_root"] / "model", tmp_path / "cache" / "model")
-    with cluster.local_cluster(1, threads=1) as local:
+    with cluster.local_cluster(1) as local:
         nb = start("02_drift_impact", profile="smoke", out_dir=str(tmp_path / "results"),
                    scheduler=local.scheduler_address)
         assert "scheduler" not in nb.report.params  # where it ran is not part of a result

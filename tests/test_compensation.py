@@ -14,7 +14,8 @@ from rramlib.methods.compensation import (METHODS, DoRACalibrationConfig, FitCon
 from rramlib.methods.compensation.dora_calibration import ADAPTER, dora_values, stratified_pick
 from rramlib.core.errors import RramlibError
 from rramlib.nn.evaluate import accuracy
-from rramlib.study.experiments import SweepConfig, fit_method, run_sweep, train_base_model
+from rramlib.study.base_model import train_base_model
+from rramlib.study.experiments import SweepConfig, fit_method, run_sweep
 from rramlib.device.drift import make_drift_model
 from rramlib.nn.models import build_model
 from rramlib.methods.overhead import PRECISION_BITS, Storage, base_macs, vera_plus_extra_macs, vera_plus_rank_for_macs
@@ -143,7 +144,7 @@ def test_sram_tensors_are_what_storage_counts(fitted, label):
     levels = {k.split("/", 1)[0] for k in tensors}
     assert levels <= {"shared", "calibration", *(method.schedule_.names if hasattr(method, "schedule_") else ())}
     calibration = sum(t.numel() for k, t in tensors.items() if k.startswith("calibration/"))
-    assert calibration == storage.calibration_values and (calibration > 0) == storage.online
+    assert calibration == storage.calibration_values + storage.input_values and (calibration > 0) == storage.online
 
 
 @pytest.mark.parametrize("label", ["scale", "bn", "bn_finetune", "lora", "vera_plus", "vera_plus_cross",
@@ -459,7 +460,8 @@ def test_storage_hand_counts_on_the_smoke_model(fitted, base):
     for h in hooks:
         h.remove()
     targets = sum(features.values())
-    assert dora.storage().calibration_values == inputs + targets and dora.storage().online
+    assert dora.storage().calibration_values == targets and dora.storage().input_values == inputs
+    assert dora.storage().online
     assert dora.storage().total_values == dora.storage().values_per_level + inputs + targets
     assert fitted["scale"].storage().shared_values == len(layers)
     assert fitted["scale_column"].storage().shared_values == outs

@@ -1,5 +1,7 @@
-"""Storage and compute counts of the claims page: BN bound and field images (C3), LoRA at matched structure and
-sharing (C4), VeRA+'s extra MACs against rank (C6); each against a hand count."""
+"""Storage and compute counts of the claims page: BN bound and field images (C3, C3b), LoRA at matched structure and
+sharing (C4), VeRA+'s projections under both readings (C5), VeRA+'s extra MACs against rank (C6), the full-rank
+correction's compute, field-recalibrated BN; each against a hand count."""
+import pandas as pd
 import pytest
 import torch
 
@@ -38,26 +40,64 @@ def test_bn_bound_against_a_hand_count():
         costs.bn_storage_bound(688, 64, 0)
 
 
-def test_counted_bn_over_cross_vera_meets_the_bound(resnet20_tables):
-    """Per level the counted ratio IS the bound; over K levels VeRA+'s seed keeps it just below, for any K."""
+def test_vera_projections_under_both_readings_resnet20(resnet20_tables):
+    """ResNet-20: A is r x max fan-in (64), B is max fan-out (64) x r. In SRAM: their fp32 values replace the seed;
+    regenerated per inference: the seed plus MT19937's 624 x 4-byte state, and one draw and one MAC per value."""
+    config, _, t2, t3, _ = resnet20_tables
+    rank, levels = config.method("vera_plus").params["rank"], config.resolved_profile().levels
+    row = t2[t2["model"] == "resnet20"].set_index("method").loc[costs.VERA_CROSS]
+    ab = rank * 64 + 64 * rank
+    assert row["projection_values"] == ab and row["generator_state_bytes"] == 2496
+    vectors = levels * (64 + rank) * 4
+    assert row["total_bytes_fp32"] == vectors + 8  # the seed alone, as counted before issue 21
+    assert row["total_bytes_sram_fp32"] == vectors + ab * 4
+    assert row["total_bytes_regenerated_fp32"] == vectors + 8 + 2496
+    assert row["total_bytes_sram_int8"] == levels * (64 + rank) + ab
+    macs = t3[t3["model"] == "resnet20"].set_index("method").loc[costs.VERA_CROSS]
+    assert (macs["regeneration_draws"], macs["regeneration_macs"]) == (ab, ab)
+    assert macs["extra_pct_regenerated"] == pytest.approx(100 * (macs["extra_macs"] + ab) / macs["base_macs"])
+    # the other methods keep no projections: the readings do not change them
+    lora = t2[t2["model"] == "resnet20"].set_index("method").loc[costs.LORA_1X1]
+    assert lora["total_bytes_sram_fp32"] == lora["total_bytes_fp32"] == lora["total_bytes_regenerated_fp32"]
+
+
+def test_storage_readings_reject_an_unknown_reading():
+    from rramlib.methods.overhead import Storage
+
+    st = Storage(values_per_level=10, levels=2, seed_bytes=8, projection_values=5, generator_state_bytes=2496,
+                 input_values=3, calibration_values=4)
+    assert st.total_values == 27  # projections are not among the values kept besides them
+    assert st.total_bytes("fp32") == (20 + 4) * 4 + 3 + 8  # input pixels at 8 bits whatever the precision
+    assert st.total_bytes("fp16", "sram") == (20 + 4 + 5) * 2 + 3
+    with pytest.raises(RramlibError, match="projections"):
+        st.total_bytes("fp32", "rom")
+
+
+def test_c3_is_the_measured_bn_and_the_four_value_bound_a_note(resnet20_tables):
+    """The ``bn`` method that runs stores two statistics per channel: per level its ratio IS the two-value bound;
+    over K levels whatever VeRA+ keeps once keeps it below, for any K and both readings."""
     config, variants, t2, _, networks = resnet20_tables
-    rank = config.method("vera_plus").params["rank"]
-    bound = costs.bn_storage_bound(RESNET20_BN, 64, rank)
-    ratios = costs.storage_ratios(t2).set_index(["VeRA+ variant", "other"])
-    row = ratios.loc[(costs.VERA_CROSS, costs.BN_AFFINE)]
-    assert row["ratio per level"] == pytest.approx(bound, rel=1e-12)
-    vera_bytes = config.resolved_profile().levels * (64 + rank) * 4
-    assert row["ratio total (K levels)"] == pytest.approx(bound * vera_bytes / (vera_bytes + 8), rel=1e-12)
-    readings = costs.bn_readings(variants, t2, networks).iloc[0]
-    assert readings["bound 4·ΣC_BN/(C_max+r)"] == pytest.approx(bound)
-    assert readings["BN sets per level ÷ VeRA+ (counted)"] == pytest.approx(row["ratio total (K levels)"])
-    # field BN: batches x batch_size CIFAR images of 3 x 32 x 32 bytes against VeRA+'s K (C_max + r) fp32 values + seed
-    bn = config.method("bn").params
-    images = bn["batches"] * bn["batch_size"] * 3 * 32 * 32
-    levels = config.resolved_profile().levels
-    assert readings["calibration images"] == bn["batches"] * bn["batch_size"]
-    assert readings["image bytes (8-bit)"] == images
-    assert readings["field BN images ÷ VeRA+"] == pytest.approx(images / (levels * (64 + rank) * 4 + 8))
+    rank, levels = config.method("vera_plus").params["rank"], config.resolved_profile().levels
+    two, four = (costs.bn_storage_bound(RESNET20_BN, 64, rank, values_per_channel=v) for v in (2, 4))
+    ratios = costs.storage_ratios(t2).set_index(["VeRA+ variant", "projections", "other"])
+    assert ratios.loc[(costs.VERA_CROSS, "sram", "bn"), "ratio per level"] == pytest.approx(two, rel=1e-12)
+    assert ratios.loc[(costs.VERA_CROSS, "sram", costs.BN_AFFINE), "ratio per level"] == pytest.approx(four)
+    readings = costs.bn_readings(variants, t2, networks).set_index("projections")
+    bn_bytes = levels * 2 * RESNET20_BN * 4  # 22,016 B at K = 4
+    vectors = levels * (64 + rank) * 4
+    assert readings.loc["sram", "bn (run) ÷ VeRA+ (ours)"] == pytest.approx(bn_bytes / (vectors + 2 * 64 * rank * 4))
+    assert readings.loc["regenerated", "bn (run) ÷ VeRA+ (ours)"] == pytest.approx(bn_bytes / (vectors + 8 + 2496))
+    assert readings.loc["sram", "bound 4·ΣC_BN/(C_max+r) (not run)"] == pytest.approx(four)
+    assert readings.loc["sram", "bound 2·ΣC_BN/(C_max+r)"] == pytest.approx(two)
+
+
+def test_field_bn_curve_and_match():
+    curve = costs.field_bn_curve([10, 100], 3 * 32 * 32, {"sram": 9472.0, "regenerated": 3784.0})
+    assert curve["image bytes (8-bit)"].tolist() == [30_720, 307_200]
+    assert curve["ratio to VeRA+ (sram)"].tolist() == pytest.approx([30_720 / 9472, 307_200 / 9472])
+    acc = pd.DataFrame({"n_images": [10, 100, 1000], "accuracy": [0.5, 0.8, 0.9]})
+    assert costs.field_bn_match(acc, 0.8) == 100
+    assert costs.field_bn_match(acc, 0.95) is None
 
 
 def test_image_bytes_hand_count_and_errors():
@@ -79,13 +119,17 @@ def test_lora_at_matched_rank_structure_and_sharing(resnet20_tables):
     assert per_level[costs.LORA_PEFT] == sum(rank * (i * k + o) for i, o, k in dims)
     assert per_level[costs.VERA_LAYER] == sum(o + rank for _, o, _ in dims)
     assert per_level[costs.VERA_CROSS] == 64 + rank
-    ratios = costs.storage_ratios(t2).set_index(["VeRA+ variant", "other"])
-    matched = ratios.loc[(costs.VERA_LAYER, costs.LORA_1X1)]
-    assert (matched["matched structure"], matched["matched sharing"]) == ("yes", "yes")
-    assert matched["ratio per level"] == pytest.approx(per_level[costs.LORA_1X1] / per_level[costs.VERA_LAYER])
-    flags = ratios.loc[(costs.VERA_CROSS, costs.LORA_PEFT), ["matched structure", "matched sharing"]]
-    assert tuple(flags) == ("no", "no")
-    assert ratios.loc[(costs.VERA_CROSS, "bn"), "matched sharing"] == "—"
+    ratios = costs.storage_ratios(t2).set_index(["VeRA+ variant", "projections", "other"])
+    for reading in ("sram", "regenerated"):
+        matched = ratios.loc[(costs.VERA_LAYER, reading, costs.LORA_1X1)]
+        assert (matched["matched structure"], matched["matched sharing"]) == ("yes", "yes")
+        assert matched["ratio per level"] == pytest.approx(per_level[costs.LORA_1X1] / per_level[costs.VERA_LAYER])
+        flags = ratios.loc[(costs.VERA_CROSS, reading, costs.LORA_PEFT), ["matched structure", "matched sharing"]]
+        assert tuple(flags) == ("no", "no")
+        assert ratios.loc[(costs.VERA_CROSS, reading, "bn"), "matched sharing"] == "—"
+    totals = t2[t2["model"] == "resnet20"].set_index("method")
+    assert ratios.loc[(costs.VERA_LAYER, "sram", costs.LORA_1X1), "ratio total (K levels)"] == pytest.approx(
+        totals.loc[costs.LORA_1X1, "total_bytes_fp32"] / totals.loc[costs.VERA_LAYER, "total_bytes_sram_fp32"])
 
 
 def test_method_variants_name_every_variant():
@@ -115,3 +159,70 @@ def test_macs_vs_rank_matches_the_golden_resnet20_count():
     assert (a * r + b) / 40_551_040 <= 0.019 < (a * (r + 1) + b) / 40_551_040
     with pytest.raises(RramlibError, match="unknown model"):
         costs.macs_vs_rank(["vgg"], [1])
+
+
+def test_offline_correction_counts_the_layers_macs():
+    """ΔW·x runs digitally beside the crossbar: as many MACs as every adapted (RRAM) layer, 100 %."""
+    config = SweepConfig(profile="smoke", preset="ibm_pcm", methods=("offline_correction",))
+    t2, t3, networks = costs.cost_tables({"resnet20": costs.method_variants(config)})
+    row = t3.set_index("method").loc["offline_correction"]
+    assert row["extra_macs"] == networks["resnet20"]["base_macs"] == 40_551_040 and row["extra_pct"] == 100
+
+
+def test_dora_keeps_its_calibration_images_at_the_pixel_precision():
+    from rramlib.methods.overhead import PIXEL_BITS
+
+    config = SweepConfig(profile="smoke", preset="ibm_pcm", methods=("dora",))
+    fitted_free = costs.cost_tables({"resnet20": costs.method_variants(config)})[0]
+    assert fitted_free.empty  # no fits for this network: DoRA's layers depend on training, its row is left out
+    from rramlib.methods.compensation import FitContext, make_method
+    from rramlib.methods.schedule import log_windows
+
+    splits = costs.synthetic_splits("digits", n=16)
+    net = build_model("digits_cnn", num_classes=10, in_channels=1, seed=0).eval()
+    ctx = FitContext(model=net, splits=splits, drift=config.drift_model(), schedule=log_windows(2), train_chips=2)
+    method = make_method("dora", n_samples=10, budget=0.5)
+    method.setup(ctx)
+    st = method.storage()
+    assert st.input_values == 10 * 8 * 8 and PIXEL_BITS == 8
+    assert st.total_bytes("fp32") == (st.total_values - st.input_values) * 4 + st.input_values
+    assert st.total_values == sum(t.numel() for t in method._sram_tensors().values())
+
+
+def test_field_bn_recalibration_matches_a_hand_estimate_and_restores_the_momentum():
+    from rramlib.methods.compensation.field_bn import field_bn_accuracy, recalibrate_in_field
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3), torch.nn.Flatten(),
+                                torch.nn.LazyLinear(2))
+    images = torch.randn(10, 1, 6, 6)
+    model(images)
+    recalibrate_in_field(model, images, batch_size=4)  # batches of 4, 4 and 2 images: a cumulative average
+    feats = [model[0](images[i:i + 4]) for i in (0, 4, 8)]
+    mean = sum(f.mean((0, 2, 3)) for f in feats) / 3
+    var = sum(f.var((0, 2, 3), unbiased=True) for f in feats) / 3
+    bn = model[1]
+    assert torch.allclose(bn.running_mean, mean, atol=1e-6) and torch.allclose(bn.running_var, var, atol=1e-6)
+    assert bn.momentum == 0.1 and not bn.training
+    with pytest.raises(RramlibError, match="BatchNorm"):
+        recalibrate_in_field(torch.nn.Linear(2, 2), images)
+    with pytest.raises(RramlibError, match="at least 2"):
+        recalibrate_in_field(model, images[:1])
+
+
+def test_field_bn_accuracy_on_a_drifted_chip():
+    """One record per (chip, N); the chip's own network is not changed by a recalibration."""
+    from rramlib.device.analog import AnalogModel
+    from rramlib.device.drift import make_drift_model
+    from rramlib.methods.compensation.field_bn import field_bn_accuracy
+
+    net = build_model("digits_cnn", num_classes=10, in_channels=1, seed=0).eval()
+    analog = AnalogModel(net, make_drift_model("ibm_pcm"), seed=0)
+    x, y = torch.randn(40, 1, 8, 8), torch.arange(40) % 10
+    records = field_bn_accuracy(analog, x, [2, 20], 3600.0, [0, 1], (x, y))
+    assert [(r["chip_seed"], r["n_images"]) for r in records] == [(0, 2), (0, 20), (1, 2), (1, 20)]
+    assert all(0 <= r["accuracy"] <= 1 for r in records)
+    assert analog.seed == 1 and all(m.momentum == 0.1 for m in analog.model.modules()
+                                    if isinstance(m, torch.nn.BatchNorm2d))
+    with pytest.raises(RramlibError, match="only 40"):
+        field_bn_accuracy(analog, x, [41], 3600.0, [0], (x, y))

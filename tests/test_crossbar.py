@@ -375,10 +375,9 @@ def test_sweep_reads_evaluation_chips_through_the_crossbar(tmp_path):
 
 def test_crossbar_sweep_restores_the_periphery(tmp_path):
     from rramlib.core.cache import Cache
-    from rramlib.device.crossbar import crossbar_sweep
     from rramlib.nn.data import as_tensors
     from rramlib.nn.evaluate import accuracy
-    from rramlib.study.experiments import SweepConfig, prepare
+    from rramlib.study.experiments import SweepConfig, crossbar_sweep, prepare
 
     config = SweepConfig(profile="smoke", preset="ibm_pcm")
     exp = prepare(config, cache=Cache(tmp_path))

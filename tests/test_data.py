@@ -370,7 +370,7 @@ def test_torchvision_augmentation_uses_a_private_seeded_rng():
     assert any(not torch.equal(outs[0], o) for o in outs[2:])
 
 
-# ---------------------------------------------------------------------- CIFAR from image folders (DESIGN §7)
+# ---------------------------------------------------------------------- CIFAR from image folders (book/reproducing.md)
 def _cifar_image_folders(root, n_train: int = 20, n_test: int = 3, size: int = 32, classes: int = 10):
     """train/<class>/NNNN.png and test/<class>/NNNN.png with random pixels (PNG: lossless, so exact pixels
     can be checked; the loader treats .jpg the same way). Returns {split: (x uint8 NCHW, y)} in file order."""

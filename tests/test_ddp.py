@@ -1,21 +1,31 @@
-"""Data-parallel training (rramlib.nn.ddp): the same run as one process, into the same cache entry."""
+"""Data-parallel training (rramlib.nn.ddp, started by rramlib.cli.train): the same run as one process, into the same
+cache entry; resumable like it."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import io
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from rramlib.core.cache import Cache
 from rramlib.cli.main import main as cli_main
-from rramlib.nn.ddp import GlobalBatchNorm, main
-from rramlib.study.experiments import model_key, train_base_model
+from rramlib.cli.train import add_train_arguments, profile_overrides
+from rramlib.nn import train as train_module
+from rramlib.nn.data import load_dataset
+from rramlib.nn.ddp import GlobalBatchNorm, train_ddp
+from rramlib.nn.models import build_model
+from rramlib.nn.train import TrainConfig
+from rramlib.study.base_model import model_key, train_base_model
 from rramlib.study.profiles import get_profile
 
 
@@ -55,20 +65,66 @@ def test_global_batchnorm_equals_batchnorm_in_one_process(single_process_group):
     torch.testing.assert_close(ours(x), ref(x))
 
 
-def test_ddp_needs_torchrun(monkeypatch, capsys):
-    monkeypatch.delenv("RANK", raising=False)
-    assert main(["--profile", "smoke"]) == 2
-    assert "torchrun" in capsys.readouterr().err
+@pytest.fixture
+def one_thread():
+    """torch's thread count enters cache keys (rramlib.core.numerics): look up with the torchrun processes' one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class _Interrupt(Exception):
+    """Stands for a killed run."""
+
+
+def test_ddp_training_resumes_to_bit_identical_weights(single_process_group, tmp_path, monkeypatch, one_thread):
+    """The DDP loop is the shared one: interrupted after an epoch and run again with the same checkpoint, it ends
+    with the weights and history of an uninterrupted DDP run (one gloo process; rank 0 writes, all read)."""
+    digits = load_dataset("digits", seed=0)
+    splits = types.SimpleNamespace(train=TensorDataset(*[t[:300] for t in digits.train.tensors]), val=digits.val)
+    cfg = TrainConfig(epochs=2, batch_size=128, seed=2)
+
+    def net():
+        return build_model("digits_cnn", num_classes=10, in_channels=1, seed=0)
+
+    reference = net()
+    expected = train_ddp(reference, splits, cfg, device=torch.device("cpu"), progress=False)
+    ckpt = tmp_path / "run.ckpt"
+    real = train_module._write_checkpoint
+
+    def write(path, state):
+        real(path, state)
+        if state["epoch"] == 1:
+            raise _Interrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "_write_checkpoint", write)
+        with pytest.raises(_Interrupt):
+            train_ddp(net(), splits, cfg, device=torch.device("cpu"), progress=False, checkpoint=ckpt)
+    assert torch.load(io.BytesIO(ckpt.read_bytes().split(b"\n", 1)[1]), weights_only=True)["epoch"] == 1
+    resumed = net()
+    assert train_ddp(resumed, splits, cfg, device=torch.device("cpu"), progress=False, checkpoint=ckpt) == expected
+    for (name, a), b in zip(resumed.state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_train_options_override_the_profiles_training():
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    train = profile_overrides(parser.parse_args(["--profile", "smoke", "--precision", "bf16", "--epochs", "2"]))["train"]
+    assert train == dataclasses.replace(get_profile("smoke").train, precision="bf16", epochs=2)
+    assert "train" not in profile_overrides(parser.parse_args(["--profile", "smoke"]))
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_follow_the_single_process_run(tmp_path):
+def test_two_cpu_processes_follow_the_single_process_run(tmp_path, one_thread):
     """2 gloo processes on the smoke profile (digits CNN with BatchNorm, global batch 64, 2 epochs): the same loss
     per epoch and the same weights as rramlib.nn.train in one process, within float tolerance; and the model
-    is stored under the key train_base_model reads."""
+    is stored under the key train_base_model reads, with no checkpoint left beside it."""
     profile = get_profile("smoke", train=dataclasses.replace(get_profile("smoke").train, epochs=2))
     reference = train_base_model(profile, cache=Cache(None), progress=False)
-    out = subprocess.run(  # `rramlib train` under torchrun: data-parallel (rramlib.nn.ddp)
+    out = subprocess.run(  # `rramlib train` under torchrun: data-parallel (rramlib.cli.train -> rramlib.nn.ddp)
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "rramlib", "train", "--profile", "smoke", "--epochs", "2", "--cache-dir", str(tmp_path), "--quiet"],
         env=_loopback_env(), capture_output=True, text=True, timeout=240)
@@ -77,6 +133,7 @@ def test_two_cpu_processes_follow_the_single_process_run(tmp_path):
     cache = Cache(tmp_path)
     ddp = train_base_model(profile, cache=cache, progress=False)
     assert (cache.hits, cache.misses) == (1, 0)  # found, not trained again
+    assert [p.suffix for p in (tmp_path / "model").iterdir()] == [".pt"]  # the checkpoint is deleted
     # Rounding differences (another summation order) grow during training, as they do between two
     # single-process runs with 1 and 2 torch threads: tight on the first epoch, looser after.
     np.testing.assert_allclose(ddp.history["train_loss"][0], reference.history["train_loss"][0], rtol=1e-5)
@@ -105,6 +162,7 @@ def test_train_subcommand_in_one_process(tmp_path, capsys, monkeypatch):
     (["--num-workers", "-1"], "error: --num-workers must be an integer >= 0"),
     (["--epochs", "0"], "error: TrainConfig.epochs must be a positive integer"),
     (["--device", "tpu"], "error: unknown device"),
+    (["--precision", "fp16"], "error: unknown TrainConfig.precision 'fp16'; choose one of: bf16, fp32"),
 ])
 def test_train_subcommand_refuses_bad_input_before_work(tmp_path, capsys, monkeypatch, flags, message):
     monkeypatch.delenv("RANK", raising=False)

@@ -1,4 +1,5 @@
-"""Hidden-Fold Networks: supermask, folding, memory accounting, crossbar mapping (rramlib.study.hidden_fold)."""
+"""Hidden-Fold Networks: supermask, folding (rramlib.nn.hidden_fold), memory accounting
+(rramlib.methods.hidden_fold_memory), crossbar mapping, training and drift (rramlib.study.hidden_fold)."""
 import math
 
 import pytest
@@ -11,8 +12,9 @@ from rramlib.device.analog import AnalogModel
 from rramlib.nn.data import DatasetSplits
 from rramlib.core.errors import RramlibError
 from rramlib.nn.evaluate import accuracy
-from rramlib.study.hidden_fold import (HFNArch, SupermaskLinear, accuracy_over_time, build_hfn, dense_memory, hfn_memory,
-                         materialise, supermask_layers)
+from rramlib.methods.hidden_fold_memory import dense_memory, hfn_memory
+from rramlib.nn.hidden_fold import HFNArch, SupermaskLinear, build_hfn, materialise, supermask_layers
+from rramlib.study.hidden_fold import accuracy_over_time
 from rramlib.device.mapping import Mapping
 from rramlib.nn.train import TrainConfig, train
 
@@ -286,7 +288,8 @@ def test_methods_that_rewrite_weights_are_refused_for_an_hfn():
 
 
 def test_paper_profile_uses_the_authors_cifar100_recipe():
-    from rramlib.study.hidden_fold import HFN_ARCHS, HFN_PROFILES
+    from rramlib.nn.hidden_fold import HFN_ARCHS
+    from rramlib.study.hidden_fold import HFN_PROFILES
 
     spec = HFN_PROFILES["paper"]
     assert (spec.dataset, spec.arch) == ("cifar100", "hfn_cifar")

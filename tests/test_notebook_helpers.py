@@ -11,10 +11,51 @@ from rramlib.present.notebook import PARAMETERS, as_list, check_parameters
 
 @pytest.mark.parametrize("value, expected", [
     (None, []), ("ibm_pcm", ["ibm_pcm"]), (3, [3]), ((1, 2), [1, 2]), ("[1, 2]", [1, 2]), ('["a", "b"]', ["a", "b"]),
-    ("(4, 8)", [4, 8]),
+    ("(4, 8)", [4, 8]), ("('a(b)', 2)", ["a(b)", 2]), ('["x)", "(y"]', ["x)", "(y"]), ("(4)", [4]),
+    ("[vera_plus, bn]", ["vera_plus", "bn"]), ("(1d, 10y)", ["1d", "10y"]), ("[]", []), ("[0.5, 2]", [0.5, 2]),
 ])
 def test_as_list(value, expected):
+    """Python literals keep parentheses inside their strings; bare words still read as a YAML list."""
     assert as_list(value) == expected
+
+
+@pytest.mark.parametrize("text", ["[4, ", "(a, [b)", "[1, 2] x"])
+def test_as_list_rejects_what_is_not_a_list(text):
+    with pytest.raises(RramlibError, match="cannot read the list"):
+        as_list(text)
+
+
+def test_notebook_helpers_pass_the_data_folder(tmp_path, monkeypatch):
+    """Every way a notebook reaches data passes the data folder: ``data_root``, else ``$RRAMLIB_DATA_ROOT``."""
+    from types import SimpleNamespace
+
+    from rramlib.present import notebook
+    from rramlib.present.notebook import start
+
+    seen = []
+
+    def fake(result):
+        def call(*args, **kwargs):
+            seen.append(kwargs["data_root"])
+            return result
+        return call
+
+    exp = SimpleNamespace(base="base", fit=lambda name, config, cache: f"fitted {name}")
+    monkeypatch.setattr(notebook, "prepare", fake(exp))
+    monkeypatch.setattr(notebook, "greedy_schedule", fake(("schedule", [])))
+    monkeypatch.setattr(notebook, "train_pair", fake("pair"))
+    monkeypatch.setenv("RRAMLIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RRAMLIB_DATA_ROOT", "/from/env")
+    nb = start("99_test", profile="smoke", out_dir=str(tmp_path))
+    config = nb.config(("none", "bn"))
+    assert nb.prepare(config) is exp
+    assert nb.fitted(config, ["none", "bn"]) == ("base", {"none": "fitted none", "bn": "fitted bn"})
+    assert nb.greedy_schedule(config, 0.01, n_chips=2) == ("schedule", [])
+    assert nb.train_pair() == "pair"
+    assert seen == ["/from/env"] * 4
+    given = start("99_test", profile="smoke", out_dir=str(tmp_path), data_root="/given")
+    given.prepare(config)
+    assert seen[-1] == "/given"
 
 
 def test_check_parameters_normalises_and_fills_profile_defaults():

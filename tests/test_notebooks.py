@@ -99,3 +99,39 @@ def test_solutions_are_hidden_dropdowns(path):
         text = "".join(cell["source"])
         if cell["cell_type"] == "markdown" and "Solution" in text:
             assert "{admonition} Solution" in text and ":class: dropdown" in text
+
+
+#: What reads data or trains: a notebook calls these only through its Notebook object (``nb.sweep``, ``nb.prepare``,
+#: ``nb.fitted``, ``nb.greedy_schedule``, ``nb.base_model``, ``nb.train_pair``), which passes the data folder itself.
+DATA_FUNCTIONS = {"prepare", "run_sweep", "train_base_model", "train_pair", "load_dataset", "greedy_schedule"}
+
+
+def direct_data_calls(source: str) -> list[str]:
+    """Calls (and imports) of :data:`DATA_FUNCTIONS` in ``source`` other than through ``nb.``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            found += [f"line {node.lineno}: import {a.name}" for a in node.names if a.name in DATA_FUNCTIONS]
+        elif isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+            through_nb = isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "nb"
+            if name in DATA_FUNCTIONS and not through_nb:
+                found.append(f"line {node.lineno}: {ast.unparse(func)}(...)")
+    return found
+
+
+def test_direct_data_calls_are_found():
+    assert direct_data_calls("exp = prepare(config, data_root=p.data_root)") == ["line 1: prepare(...)"]
+    assert direct_data_calls("from rramlib.study import experiments\nr = experiments.run_sweep(c)") == [
+        "line 2: experiments.run_sweep(...)"]
+    assert direct_data_calls("from rramlib.study.hidden_fold import train_pair") == ["line 1: import train_pair"]
+    assert direct_data_calls("r = nb.sweep(c)\ne = nb.prepare(c)\npair = nb.train_pair()") == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_reach_data_only_through_the_notebook_object(path):
+    """``make book PROFILE=paper DATA_ROOT=DIR`` must reach every chapter: no notebook reads data or trains but
+    through ``nb``, whose methods pass the data folder (``RRAMLIB_DATA_ROOT`` or the ``data_root`` parameter)."""
+    found = [f"cell {i}, {hit}" for i, src in enumerate(_code(_nb(path))) for hit in direct_data_calls(src)]
+    assert not found, found

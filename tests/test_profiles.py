@@ -28,3 +28,16 @@ def test_profile_mapping_reaches_the_sweep_unless_the_sweep_names_one():
 def test_bad_profile_fields_are_refused(field, value, pattern):
     with pytest.raises(RramlibError, match=pattern):
         get_profile("smoke", **{field: value})
+
+
+def test_a_profile_validates_itself_however_it_is_built():
+    """Profile is a rramlib.core.config.Config: dataclasses.replace checks the copy as get_profile does."""
+    import dataclasses
+
+    smoke = PROFILES["smoke"]
+    with pytest.raises(RramlibError, match="unknown model 'vgg'"):
+        dataclasses.replace(smoke, model="vgg")
+    with pytest.raises(RramlibError, match="chips"):
+        dataclasses.replace(smoke, chips="3")
+    assert dataclasses.replace(smoke, mapping="single").mapping == "single"  # a valid value still passes
+    assert get_profile("smoke", n_test=None).n_test is None

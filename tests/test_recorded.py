@@ -13,15 +13,15 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from rramlib.present import study_scale
 from rramlib.study import analysis, recorded
-from rramlib.core.cache import source_digest
 from rramlib.study.claims import CLAIMS, claims_table
 from rramlib.core.errors import RramlibError
 from rramlib.study.profiles import PROFILES
 from rramlib.present.report import Report
 from tiny_book import tiny_book_dirs
 
-PACKAGE = Path(recorded.__file__).resolve().parent
+PACKAGE = Path(recorded.__file__).resolve().parents[1]
 
 
 def _notebook(path: Path, code: str = "x = 1", prose: str = "# a page") -> Path:
@@ -77,7 +77,7 @@ def test_record_copies_the_results_files_and_writes_their_provenance(record):
     assert prov["regenerate"] == "make record PROFILE=smoke"
     assert prov["profile_config"]["train"]["epochs"] == PROFILES["smoke"].train.epochs
     assert prov["profile_config"]["chips"] == PROFILES["smoke"].chips
-    assert prov["code"]["source_digest"] == source_digest()
+    assert prov["code"]["files"] == recorded.code_files(notebooks=[notebooks / f"{n}.ipynb" for n in ("01_a", "02_b")])
     assert prov["data_sources"] == [{"dataset": "digits"}]
     for name in ("01_a", "02_b"):
         res, entry = json.loads((results / f"{name}.json").read_text()), prov["notebooks"][name]
@@ -87,15 +87,23 @@ def test_record_copies_the_results_files_and_writes_their_provenance(record):
     assert prov["total_runtime_s"] == pytest.approx(sum(e["runtime_s"] for e in prov["notebooks"].values()))
 
 
-def test_code_files_are_the_files_of_the_cache_source_digest():
-    """Same files, same formula: the per-file hashes recombine into rramlib.core.cache.source_digest()."""
-    files = recorded.code_files(display=True)
-    digest = hashlib.sha256()
-    for rel in sorted(files, key=lambda r: PACKAGE / r):
-        digest.update(rel.encode() + b"\0" + bytes.fromhex(files[rel]))
-    assert digest.hexdigest() == source_digest()
-    assert set(recorded.code_files()) == set(files) - set(recorded.DISPLAY_ONLY)
-    assert "plotting.py" not in files and "recorded.py" in files and "analog.py" in files
+def test_code_files_are_the_closures_of_the_kinds_and_of_what_the_notebooks_compute_with(tmp_path):
+    """The code of a record: every cache kind's closure, plus the closures of the package modules its notebooks
+    import, less the presentation layers and the readers of records (hashes as rramlib.core.cache has them)."""
+    from rramlib.core.cache import KINDS, code_files, module_closure
+
+    kinds = recorded.code_files()
+    assert kinds == code_files(tuple(m for modules in KINDS.values() for m in modules))
+    assert {"study.base_model", "study.experiments", "nn.train", "device.analog", "study.tuning"} <= set(kinds)
+    assert not [m for m in kinds if m.startswith(("present", "book", "cli")) or m in ("study.claims", "study.recorded")]
+    nb = _notebook(tmp_path / "01_a.ipynb", code="%matplotlib inline\nfrom rramlib.study.analysis import to_frame\n"
+                   "from rramlib.study import claims, recorded\nfrom rramlib.present import plotting")
+    files = recorded.code_files(notebooks=[nb])
+    assert set(files) == set(kinds) | set(module_closure(("study.analysis",)))
+    assert "study.analysis" not in kinds and files["study.analysis"] == code_files(("study.analysis",))["study.analysis"]
+    broken = _notebook(tmp_path / "02_b.ipynb", code="from rramlib.study import (")
+    with pytest.raises(RramlibError, match="cannot read the imports of notebook .*02_b.ipynb"):
+        recorded.code_files(notebooks=[broken])
 
 
 def test_record_refuses_an_unfinished_build_or_another_profile(tmp_path):
@@ -117,7 +125,7 @@ def test_nothing_recorded_reads_not_recorded(tmp_path):
     assert not rec.exists and not rec.stale() and rec.reasons() == []
     assert rec.shown("03_comparison", "acc") == "not recorded" and rec.column() == "study scale (smoke)"
     assert "not recorded" in rec.caption() and "make record PROFILE=smoke" in rec.caption()
-    assert rec.figures(["none"]) == {}
+    assert study_scale.figures(rec, ["none"]) == {}
 
 
 # ---------------------------------------------------------------------------------------------- staleness
@@ -130,16 +138,43 @@ def test_unchanged_code_is_current(record, package):
 
 
 def test_changed_package_source_is_stale_and_named(record, package):
-    (package / "analog.py").write_text((package / "analog.py").read_text() + "\nSOMETHING = 1\n")
-    (package / "drift" / "extra.py").write_text("X = 2\n")
+    for name in ("device/analog.py", "nn/train.py"):
+        (package / name).write_text((package / name).read_text() + "\nSOMETHING = 1\n")
+    (package / "device" / "drift" / "extra.py").write_text("X = 2\n")  # imported by nothing: computes nothing
     rec = _load(record, package)
-    assert rec.reasons() == ["code changed: rramlib/device/analog.py, rramlib/device/drift/extra.py (new)"]
+    assert rec.reasons() == ["code changed: rramlib.device.analog, rramlib.nn.train"]
     assert rec.shown("01_a", "acc") == "0.75 (STALE)" and rec.column() == "study scale (smoke, STALE)"
-    assert "STALE: code changed: rramlib/device/analog.py" in rec.caption()
+    assert "STALE: code changed: rramlib.device.analog" in rec.caption()
+
+
+def test_a_module_a_recorded_notebook_computes_with_is_part_of_its_code(tmp_path, package):
+    notebooks, results = _build(tmp_path, {"01_a": {"acc": 0.75}})
+    _notebook(notebooks / "01_a.ipynb", code="from rramlib.study.analysis import to_frame\n"
+              "from rramlib.study.claims import CLAIMS\nfrom rramlib.present import plotting")
+    dest = tmp_path / "recorded" / "smoke"
+    recorded.record("smoke", results, dest, notebooks_dir=notebooks)
+    for name in ("study/claims.py", "present/plotting.py"):  # it shows with these: they computed nothing
+        (package / name).write_text((package / name).read_text() + "\n# restyled\n")
+    assert recorded.load("smoke", dest, package_dir=package, notebooks_dir=notebooks).reasons() == []
+    (package / "study" / "analysis.py").write_text((package / "study" / "analysis.py").read_text() + "\n# edit\n")
+    assert recorded.load("smoke", dest, package_dir=package, notebooks_dir=notebooks).reasons() == [
+        "code changed: rramlib.study.analysis"]
+
+
+def test_a_long_list_of_changed_modules_is_cut_short(record, package):
+    notebooks, _, dest = record
+    prov = json.loads((dest / recorded.PROVENANCE).read_text())
+    prov["code"]["files"] = {}  # e.g. a record of older code, named otherwise
+    (dest / recorded.PROVENANCE).write_text(json.dumps(prov))
+    (reason,) = _load(record, package).reasons()
+    assert reason.startswith("code changed: rramlib (new), rramlib.core (new), ")
+    assert reason.endswith(f" and {len(recorded.code_files(package)) - 10} more")
 
 
 def test_presentation_and_display_modules_do_not_make_it_stale(record, package):
-    for name in ("plotting.py", "report.py", "claims.py", "recorded.py", "book/present.py"):
+    book = [str(p.relative_to(package)) for p in (package / "book").glob("*.py")]
+    for name in ("present/plotting.py", "present/report.py", "present/notebook.py", "study/claims.py",
+                 "study/recorded.py", "cli/main.py", *book):
         (package / name).write_text((package / name).read_text() + "\n# restyled\n")
     assert _load(record, package).reasons() == []
 
@@ -253,24 +288,24 @@ def test_comparison_table_and_figures_from_the_recorded_comparison(tmp_path, pac
     rec = recorded.load("smoke", dest, package_dir=package, notebooks_dir=notebooks)
     quick = analysis.time_table(_sweep_result(0.95, {"none": [0.95, 0.9, 0.7], "vera_plus": [0.95, 0.94, 0.93]}),
                                 methods, times)
-    side = rec.comparison_table(quick, methods, times).set_index(["method", "time"])
+    side = study_scale.comparison_table(rec, quick, methods, times).set_index(["method", "time"])
     row = side.loc[("VeRA+", "10y")]
     assert row["study scale (smoke): accuracy"] == "0.800 ± 0.014"  # std of 0.81, 0.79
     assert row["study scale (smoke): retained %"] == f"{100 * 0.8 / 0.9:.1f} ± {100 * 0.01414 / 0.9:.1f}"
     assert row["this build: accuracy"] == "0.930 ± 0.014"
-    figs = rec.figures(methods)
+    figs = study_scale.figures(rec, methods)
     assert sorted(figs) == ["F4_study_scale", "F9_study_scale"]
     lines = {line.get_label(): line for line in figs["F4_study_scale"].axes[0].get_lines()}
     assert list(lines["VeRA+"].get_ydata()) == pytest.approx([0.9, 0.85, 0.8])
     assert "STALE" not in figs["F4_study_scale"].get_suptitle()
     _notebook(notebooks / "03_comparison.ipynb", code="changed = True")
     rec = recorded.load("smoke", dest, package_dir=package, notebooks_dir=notebooks)
-    side = rec.comparison_table(quick, methods, times)
+    side = study_scale.comparison_table(rec, quick, methods, times)
     assert list(side.columns) == ["method", "time", "this build: accuracy", "study scale (smoke, STALE): accuracy",
                                   "this build: retained %", "study scale (smoke, STALE): retained %"]
     assert side.iloc[0, 3] == "0.600 ± 0.014 (STALE)" and not side.iloc[0, 2].endswith("(STALE)")
-    assert rec.figures(methods)["F9_study_scale"].get_suptitle().replace("\n", " ").endswith("— STALE")
-    empty = recorded.load("smoke", tmp_path / "empty").comparison_table(quick, methods, times)
+    assert study_scale.figures(rec, methods)["F9_study_scale"].get_suptitle().replace("\n", " ").endswith("— STALE")
+    empty = study_scale.comparison_table(recorded.load("smoke", tmp_path / "empty"), quick, methods, times)
     assert set(empty["study scale (smoke): accuracy"]) == {"not recorded"}
 
 
@@ -377,32 +412,21 @@ def test_the_book_builder_seeds_its_cache_from_the_record(tmp_path, monkeypatch)
     assert any("1 entry shipped with recorded/smoke/" in line for line in lines)
 
 
-def test_the_shipped_base_model_is_keyed_for_the_records_code_and_data():
-    """recorded/cifar ships its trained ResNet-20: the file's name is the model's cache key for the record's
-    training code (the SHA-256 its provenance lists), the cifar configuration and the recorded data, and it
-    loads into ResNet-20 (every tensor, every shape)."""
-    import types
-    from pathlib import PurePosixPath
+def test_the_shipped_base_model_loads_into_the_records_network():
+    """recorded/cifar ships its trained ResNet-20 under a model key (kind "model"): it loads into ResNet-20 (every
+    tensor, every shape) with the recorded number of epochs. The cache reads it only where its key -- the
+    code of rramlib.study.base_model's closure, the configuration, the data and the numeric environment --
+    is the one a rebuild computes."""
+    import torch
 
-    from rramlib.core.cache import Cache, _module_path, config_hash, module_closure
-    from rramlib.study.experiments import MODEL_SOURCES, model_config
+    from rramlib.core.cache import Cache
     from rramlib.nn.models import build_model
-    from rramlib.study.profiles import get_profile
 
     rec = recorded.load()
     folder = recorded.RECORDED_DIR / recorded.STUDY_PROFILE / recorded.SHIPPED_CACHE
     (entry,) = (folder / "model").glob("*.pt")
-    files = rec.provenance["code"]["files"]
-    rels = sorted((_module_path(PACKAGE, m).relative_to(PACKAGE).as_posix() for m in module_closure(MODEL_SOURCES)),
-                  key=lambda rel: PurePosixPath(rel).parts)
-    digest = hashlib.sha256()
-    for rel in rels:  # rramlib.core.cache.source_digest, from the recorded hashes instead of today's files
-        digest.update(rel.encode() + b"\0")
-        digest.update(bytes.fromhex(files[rel]))
-    source = next(s for s in rec.provenance["data_sources"] if s.get("dataset") == "cifar10")
-    config = model_config(get_profile(rec.profile), types.SimpleNamespace(info={"source": source}))
-    assert entry.stem == config_hash(config, version=rec.provenance["rramlib_version"], sources=digest.hexdigest())
     state = Cache(folder).load("model", entry.stem)
     model = build_model("resnet20", num_classes=10, in_channels=3, seed=0)
     model.load_state_dict(state["state_dict"])  # strict
+    assert all(torch.isfinite(v.float()).all() for v in state["state_dict"].values())
     assert len(state["history"]["train_loss"]) == rec.provenance["profile_config"]["train"]["epochs"]

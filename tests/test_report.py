@@ -8,7 +8,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from rramlib.core.errors import RramlibError  # noqa: E402
-from rramlib.present.report import Report, load_results  # noqa: E402
+from rramlib.core.files import load_results  # noqa: E402
+from rramlib.present.report import Report  # noqa: E402
 
 
 def test_report_writes_numbers_tables_figures_and_provenance(tmp_path):

@@ -1,6 +1,10 @@
 """Training (determinism, hook order, reaching the quick-profile accuracy) and evaluation."""
 from __future__ import annotations
 
+import dataclasses
+import logging
+import math
+
 import pytest
 import torch
 import torch.nn as nn
@@ -11,7 +15,11 @@ from rramlib.nn.data import load_dataset
 from rramlib.core.errors import RramlibError
 from rramlib.nn.evaluate import accuracy, predict_logits
 from rramlib.nn.models import build_model
-from rramlib.nn.train import TrainConfig, train
+from rramlib.core.cache import Cache
+from rramlib.nn import train as train_module
+from rramlib.nn.train import TrainConfig, cosine_factor, cpu_has_bf16, train
+from rramlib.study.base_model import checkpoint_path, model_config, model_key, train_base_model
+from rramlib.study.profiles import get_profile
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -132,25 +140,217 @@ def test_augmented_training_is_deterministic(tmp_path, files_checked_by_existenc
 
 
 @pytest.mark.parametrize(
-    "cfg, pattern",
+    "fields, pattern",
     [
-        (TrainConfig(epochs=0), "epochs"),
-        (TrainConfig(lr=0.0), "lr"),
-        (TrainConfig(lr=float("nan")), "lr"),
-        (TrainConfig(batch_size=-1), "batch_size"),
-        (TrainConfig(momentum=1.5), "momentum"),
-        (TrainConfig(label_smoothing=1.0), "label_smoothing"),
-        (TrainConfig(seed=-2), "seed"),
+        ({"epochs": 0}, "epochs must be a positive integer"),
+        ({"epochs": True}, "epochs must be int"),
+        ({"lr": 0.0}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"batch_size": -1}, "batch_size"),
+        ({"momentum": 1.5}, "momentum"),
+        ({"label_smoothing": 1.0}, "label_smoothing"),
+        ({"seed": -2}, "seed"),
+        ({"precision": "fp16"}, "precision 'fp16'; choose one of: bf16, fp32"),
     ],
 )
-def test_bad_config_raises(digits, cfg, pattern):
+def test_bad_config_is_refused_on_construction(fields, pattern):
     with pytest.raises(RramlibError, match=pattern):
-        train(_cnn(), digits, cfg, progress=False)
+        TrainConfig(**fields)
+    with pytest.raises(RramlibError, match=pattern):  # a copy is checked again
+        dataclasses.replace(TrainConfig(), **fields)
 
 
 def test_bad_data_raises():
     with pytest.raises(RramlibError, match="DatasetSplits or a Dataset"):
         train(_cnn(), [1, 2, 3], TrainConfig(epochs=1), progress=False)
+
+
+# ------------------------------------------------------------------------------------------------ schedule
+def test_learning_rate_is_the_hand_written_cosine_bit_for_bit(digits, monkeypatch):
+    """The LambdaLR schedule gives, at every step, exactly the float the loop used to compute by hand."""
+    seen = []
+    real_step = torch.optim.SGD.step
+
+    def step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step)
+    small = TensorDataset(*[t[:300] for t in digits.train.tensors])
+    for lr in (0.05, 0.1, 0.03, 1 / 3):
+        seen.clear()
+        train(build_model("digits_mlp", num_classes=10, in_channels=1), small, TrainConfig(epochs=3, lr=lr),
+              progress=False)
+        total = 3 * 5  # 300 samples in batches of 64
+        assert seen == [0.5 * lr * (1.0 + math.cos(math.pi * s / total)) for s in range(total)]
+    total = 100_003
+    assert all(0.7 * cosine_factor(s, total) == 0.5 * 0.7 * (1.0 + math.cos(math.pi * s / total))
+               for s in range(0, total, 7))
+
+
+# ------------------------------------------------------------------------------------------------ resume
+class _Interrupt(Exception):
+    """Stands for a killed run."""
+
+
+def _noisy(stop_at: int | None = None):
+    """A before_step hook drawing from torch's global RNG (so a resumed run must restore it), raising at
+    step ``stop_at``, mid-run, as an interruption would."""
+    def hook(m, step):
+        if step == stop_at:
+            raise _Interrupt
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(1e-3 * torch.randn_like(p))
+    return hook
+
+
+def _interrupt_after_epoch(monkeypatch, epochs_done: int) -> None:
+    """Stop the training right after it wrote the checkpoint of epoch ``epochs_done``."""
+    real = train_module._write_checkpoint
+
+    def write(path, state):
+        real(path, state)
+        if state["epoch"] == epochs_done:
+            raise _Interrupt
+
+    monkeypatch.setattr(train_module, "_write_checkpoint", write)
+
+
+def _same(a, b) -> bool:
+    sa, sb = _state(a), _state(b)
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+class _Plain(Dataset):
+    """Not a TensorDataset: batches come from a DataLoader (its own generator and seed draws)."""
+
+    def __init__(self, ds):
+        self.x, self.y = ds.tensors
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+@pytest.mark.parametrize("data", ["splits", "plain"])
+@pytest.mark.parametrize("stop_at", [7, 10])  # mid-epoch 1; first step of epoch 2 (5 steps per epoch)
+def test_interrupted_training_resumes_to_bit_identical_weights(digits, tmp_path, data, stop_at):
+    source = digits if data == "splits" else _Plain(TensorDataset(*[t[:300] for t in digits.train.tensors]))
+    cfg = TrainConfig(epochs=3, batch_size=256 if data == "splits" else 64, seed=4)
+    reference = _cnn()
+    expected = train(reference, source, cfg, before_step=_noisy(), progress=False)
+    ckpt = tmp_path / "run.ckpt"
+    model = _cnn()
+    with pytest.raises(_Interrupt):
+        train(model, source, cfg, before_step=_noisy(stop_at), progress=False, checkpoint=ckpt)
+    assert ckpt.is_file()
+    resumed = _cnn()  # a fresh process would start from the initial weights
+    steps = []
+    history = train(resumed, source, cfg, before_step=lambda m, s: (steps.append(s), _noisy()(m, s))[1],
+                    progress=False, checkpoint=ckpt)
+    per_epoch = math.ceil(len(digits.train if data == "splits" else source) / cfg.batch_size)
+    assert steps[0] == (stop_at // per_epoch) * per_epoch  # the unfinished epoch runs again, from its start
+    assert _same(resumed, reference)
+    assert history == expected and len(history["val_accuracy"]) == (3 if data == "splits" else 0)
+    again = _cnn()  # a finished checkpoint: nothing left to train
+    assert train(again, source, cfg, before_step=_noisy(0), progress=False, checkpoint=ckpt) == expected
+    assert _same(again, reference)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage"])
+def test_damaged_checkpoint_is_ignored_with_a_warning(digits, tmp_path, monkeypatch, caplog, damage):
+    small = TensorDataset(*[t[:300] for t in digits.train.tensors])
+    cfg = TrainConfig(epochs=2)
+    reference = _cnn()
+    train(reference, small, cfg, progress=False)
+    ckpt = tmp_path / "run.ckpt"
+    with monkeypatch.context() as m:
+        _interrupt_after_epoch(m, 1)
+        with pytest.raises(_Interrupt):
+            train(_cnn(), small, cfg, progress=False, checkpoint=ckpt)
+    data = bytearray(ckpt.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01
+    ckpt.write_bytes(bytes(data[: len(data) // 2]) if damage == "truncate" else
+                     b"not a checkpoint" if damage == "garbage" else bytes(data))
+    model = _cnn()
+    steps = []
+    with caplog.at_level(logging.WARNING, logger="rramlib.nn.train"):
+        train(model, small, cfg, before_step=lambda m, s: steps.append(s), progress=False, checkpoint=ckpt)
+    assert "ignoring damaged training checkpoint" in caplog.text
+    assert steps[0] == 0 and _same(model, reference)  # trained from the start
+
+
+def test_checkpoint_of_another_configuration_is_ignored(digits, tmp_path, monkeypatch, caplog):
+    small = TensorDataset(*[t[:300] for t in digits.train.tensors])
+    ckpt = tmp_path / "run.ckpt"
+    with monkeypatch.context() as m:
+        _interrupt_after_epoch(m, 1)
+        with pytest.raises(_Interrupt):
+            train(_cnn(), small, TrainConfig(epochs=2, lr=0.1), progress=False, checkpoint=ckpt)
+    reference, model = _cnn(), _cnn()
+    train(reference, small, TrainConfig(epochs=2), progress=False)
+    with caplog.at_level(logging.WARNING, logger="rramlib.nn.train"):
+        train(model, small, TrainConfig(epochs=2), progress=False, checkpoint=ckpt)
+    assert "ignoring training checkpoint" in caplog.text and "'lr': 0.1" in caplog.text
+    assert _same(model, reference)
+
+
+def test_base_model_resumes_from_its_cache_checkpoint_and_deletes_it(tmp_path, monkeypatch):
+    profile = get_profile("smoke", train=dataclasses.replace(get_profile("smoke").train, epochs=2))
+    reference = train_base_model(profile, cache=Cache(None), progress=False)
+    cache = Cache(tmp_path)
+    with monkeypatch.context() as m:
+        _interrupt_after_epoch(m, 1)
+        with pytest.raises(_Interrupt):
+            train_base_model(profile, cache=cache, progress=False)
+    key = model_key(profile, reference.splits)
+    ckpt = checkpoint_path(cache, key)
+    assert ckpt.is_file() and ckpt.parent == cache.path("model", key).parent and not cache.path("model", key).exists()
+    base = train_base_model(profile, cache=cache, progress=False)
+    assert _same(base.model, reference.model) and base.accuracy == reference.accuracy
+    assert base.history["train_loss"] == reference.history["train_loss"]
+    assert [p.name for p in (tmp_path / "model").iterdir()] == [cache.path("model", key).name]  # checkpoint gone
+    assert checkpoint_path(Cache(None), key) is None
+
+
+# ------------------------------------------------------------------------------------------------ precision
+def test_bf16_autocasts_forward_and_keeps_fp32_weights(digits):
+    small = TensorDataset(*[t[:256] for t in digits.train.tensors])
+    runs = {}
+    for precision in ("fp32", "bf16", "bf16"):
+        model = _cnn()
+        conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+        dtypes = set()
+        conv.register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
+        hist = train(model, small, TrainConfig(epochs=1, precision=precision), progress=False)
+        assert dtypes == {torch.bfloat16 if precision == "bf16" else torch.float32}
+        assert all(p.dtype == torch.float32 for p in model.parameters()) and math.isfinite(hist["train_loss"][0])
+        runs.setdefault(precision, []).append(model)
+    assert _same(*runs["bf16"])  # deterministic
+    assert not _same(runs["fp32"][0], runs["bf16"][0])
+
+
+def test_precision_is_part_of_the_model_key(digits):
+    smoke = get_profile("smoke")
+    bf16 = get_profile("smoke", train=dataclasses.replace(smoke.train, precision="bf16"))
+    assert smoke.train.precision == "fp32"
+    assert model_config(bf16, digits)["train"]["precision"] == "bf16"
+    assert model_key(bf16, digits) != model_key(smoke, digits)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("fpu vme avx512f avx512_bf16 avx512_vnni", True), ("fpu amx_bf16 amx_tile", True),
+    ("fpu vme avx2 avx512f", False), (None, False),
+])
+def test_cpu_has_bf16_reads_the_cpu_flags(tmp_path, flags, expected):
+    info = tmp_path / "cpuinfo"
+    if flags is not None:
+        info.write_text(f"processor\t: 0\nmodel name\t: x\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert cpu_has_bf16(info) is expected
 
 
 # ------------------------------------------------------------------------------------------------ evaluate

@@ -12,20 +12,21 @@ from rramlib.methods.compensation.dora_calibration import stratified_pick
 from rramlib.device.drift import make_drift_model
 from rramlib.core.errors import RramlibError
 from rramlib.nn.evaluate import accuracy
-from rramlib.study.experiments import SweepConfig, greedy_schedule, prepare, train_base_model
+from rramlib.study.base_model import train_base_model
+from rramlib.study.experiments import SweepConfig, prepare
 from rramlib.study.profiles import get_profile
 from rramlib.methods.schedule import log_windows
 from rramlib.core.seeding import EVAL_CHIP_BASE, VALIDATION_CHIP_BASE, validation_chips
 from rramlib.core.times import TIME_GRID
-from rramlib.study.tuning import (CRITERION, check_candidates, default_candidates, describe, grid, trained_methods, tune,
-                            tune_methods, validation_accuracies)
+from rramlib.study.tuning import (CRITERION, check_candidates, default_candidates, describe, greedy_schedule, grid,
+                                  trained_methods, tune, tune_methods, validation_accuracies)
 
 TIMES = ("1s", "10y")
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return train_base_model(get_profile("smoke"), cache=Cache(tmp_path_factory.mktemp("c")), progress=False)
+def base(smoke_cache_in, tmp_path_factory):
+    return train_base_model(get_profile("smoke"), cache=smoke_cache_in(tmp_path_factory.mktemp("c")), progress=False)
 
 
 def context(base):
@@ -199,8 +200,8 @@ def test_validation_accuracies_refuse_other_chips(result, base):
             validation_accuracies(method, base.splits.val, [chip], [1.0])
 
 
-def test_cached_tuning_reuses_fits_and_scores(base, tmp_path):
-    cache = Cache(tmp_path)
+def test_cached_tuning_reuses_fits_and_scores(base, smoke_cache):
+    cache = smoke_cache
     exp = prepare(SweepConfig(profile="smoke", preset="ibm_pcm", methods=("none",), levels=1), cache=cache)
     first = tune("bn", [{"batches": 2}], exp.ctx, times=TIMES, fit_key=exp.fit_key, cache=cache)
     misses = cache.misses
@@ -210,7 +211,7 @@ def test_cached_tuning_reuses_fits_and_scores(base, tmp_path):
 
 
 # ------------------------------------------------------------------------------------- greedy windows
-def test_greedy_windows_are_scored_on_validation_chips(tmp_path, monkeypatch):
+def test_greedy_windows_are_scored_on_validation_chips(smoke_cache, monkeypatch):
     seen = []
     at = Method.at
 
@@ -222,6 +223,6 @@ def test_greedy_windows_are_scored_on_validation_chips(tmp_path, monkeypatch):
     config = SweepConfig(profile="smoke", preset="ibm_pcm", methods=("vera_plus",),
                          method_params={"vera_plus": {"steps": 2}})
     schedule, calls = greedy_schedule(config, 1.0, candidates=[1.0, TIME_GRID["1d"], TIME_GRID["10y"]],
-                                      n_chips=3, cache=Cache(tmp_path))
+                                      n_chips=3, cache=smoke_cache)
     assert schedule.edges == (1.0, TIME_GRID["10y"])  # tolerance 1: one window covers everything
     assert seen and set(seen) == set(validation_chips(3)) and len(calls) == 1

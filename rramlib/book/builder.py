@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rramlib import __version__
-from rramlib.core.errors import RramlibError, check_int
+from rramlib.core.errors import RramlibError, check_choice, check_int
 from rramlib.study.recorded import recorded_inputs, seed_cache
 from rramlib.book.assets import EXPECTED_TIMES, stage_static, write_if_changed
 from rramlib.book.checks import check_offline, scan_outputs, warn_unglued
@@ -25,9 +25,13 @@ from rramlib.book.parameters import PLACEMENT_PARAMETERS, RESERVED_PARAMETERS, d
 from rramlib.book.present import present
 from rramlib.study.scope import chapter_profile
 from rramlib.book.toc import EXTRA_PART, make_toc, missing_notebooks, notebook_paths
+from rramlib.study.profiles import PROFILES
+from rramlib.nn.data import FOLDER_DATASETS
+from rramlib.study.profiles import get_profile
 
 __all__ = ["NotebookRun", "BuildResult", "build", "build_html", "build_jobs", "BOOK_DIR", "NOTEBOOK_DIR",
-           "OUT_DIR_PARAM", "JOBS_ENV", "MAX_AUTO_JOBS", "SMALL_PROFILES", "AVX2_CAP", "instruction_cap",
+           "OUT_DIR_PARAM", "JOBS_ENV", "DATA_ROOT_ENV", "check_data_root", "MAX_AUTO_JOBS", "SMALL_PROFILES",
+           "AVX2_CAP", "instruction_cap",
            "KEEP_FREED_MEMORY", "kernel_environment", "numeric_environment"]
 
 BOOK_DIR = REPO_ROOT / "book"
@@ -82,10 +86,34 @@ class _Planned:
 
 
 def _check_profile(profile: str) -> None:
-    from rramlib.core.errors import check_choice
-    from rramlib.study.profiles import PROFILES
-
     check_choice("profile", profile, PROFILES)
+
+
+#: The environment variable that names the data folder (``make book DATA_ROOT=DIR`` sets it); every notebook's
+#: :meth:`~rramlib.present.notebook.Notebook.data_root` reads it.
+DATA_ROOT_ENV = "RRAMLIB_DATA_ROOT"
+
+
+def check_data_root(profile: str, stems, data_root: str | os.PathLike | None) -> str | None:
+    """The data folder of a build at ``profile`` as an absolute path (the kernels run in the build folder), or
+    ``None`` where no chapter needs one.
+
+    ``data_root``: ``--data-root``, the ``data_root`` parameter or ``$RRAMLIB_DATA_ROOT``. A build whose chapters
+    (``stems``, each at its :func:`~rramlib.study.scope.chapter_profile`) read a dataset from a folder
+    (:data:`~rramlib.nn.data.FOLDER_DATASETS`) and has none stops here, naming the two ways to give it, before
+    any notebook runs; a folder that does not exist stops it too.
+    """
+    if data_root:
+        if not Path(data_root).is_dir():
+            raise RramlibError(f"the data folder {os.fspath(data_root)!r} (--data-root, DATA_ROOT=DIR or "
+                               f"${DATA_ROOT_ENV}) does not exist or is not a folder")
+        return str(Path(data_root).resolve())
+    needs = sorted({get_profile(chapter_profile(profile, stem)).dataset for stem in stems} & set(FOLDER_DATASETS))
+    if needs:
+        raise RramlibError(f"the {profile} book reads {', '.join(needs)} from a data folder, and none was given: "
+                           f"rramlib book --profile {profile} --data-root DIR, or make book PROFILE={profile} "
+                           f"DATA_ROOT=DIR (DIR holds the dataset, e.g. cifar-10-batches-py; see Reproducing the book)")
+    return None
 
 
 def _check_tools(html: bool) -> None:
@@ -184,7 +212,7 @@ class _Inline:
 
 def _execute(plan: list[_Planned], to_run: list[_Planned], jobs: int, pages: Path, cache_dir: Path,
              finish: Callable[[_Planned, NotebookRun], None], log: Callable[..., None],
-             expected: Mapping[str, float] | None = None) -> None:
+             expected: Mapping[str, float] | None = None, data_env: Mapping[str, str] | None = None) -> None:
     """Execute ``to_run``, up to ``jobs`` at once, calling ``finish`` as each one completes.
 
     One at a time, notebooks run in notebook order. Side by side, of the notebooks free to start, the one that
@@ -193,7 +221,8 @@ def _execute(plan: list[_Planned], to_run: list[_Planned], jobs: int, pages: Pat
     starts after the notebooks it names in ``metadata.rramlib_book.after`` (it reuses what they leave in the
     results cache, so it must not compute the same fits beside them) and, when it reads other notebooks'
     results, after every notebook before it. After a failure nothing new starts, the running notebooks finish
-    (their results stay cached), and the first error is raised.
+    (their results stay cached), and the first error is raised. ``data_env`` goes into every kernel's
+    environment (the data folder, :func:`check_data_root`).
     """
     if not to_run:
         return
@@ -225,7 +254,8 @@ def _execute(plan: list[_Planned], to_run: list[_Planned], jobs: int, pages: Pat
                                         cache_dir=cache_dir, metadata={"build_key": item.key, "profile": item.runs_at,
                                                                        "parameters": item.params,
                                                                        "rramlib_version": __version__},
-                                        environment=kernel_environment(item.runs_at, jobs))] = item
+                                        environment={**kernel_environment(item.runs_at, jobs),
+                                                     **(data_env or {})})] = item
             if not running:
                 break
             completed, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -325,8 +355,11 @@ def _stage_toc_and_config(book_dir: Path, src: Path, stems: list[str], log: Call
 def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force: bool = False,
           parameters: Mapping[str, object] | None = None, html: bool = True,
           notebooks_dir: Path = NOTEBOOK_DIR, book_dir: Path = BOOK_DIR, log: Callable[..., None] = _print,
-          jobs: int | None = None) -> BuildResult:
+          jobs: int | None = None, data_root: str | os.PathLike | None = None) -> BuildResult:
     """Stage, execute (cached), present and build the book; see :mod:`rramlib.book`. Returns what was done.
+
+    ``data_root``: the dataset folder of a profile that reads one (else the ``data_root`` parameter, else
+    ``$RRAMLIB_DATA_ROOT``; :func:`check_data_root`); every notebook's kernel gets it as ``$RRAMLIB_DATA_ROOT``.
 
     ``jobs``: how many notebooks execute at once (default :func:`build_jobs`); every notebook's results are
     the same either way.
@@ -345,6 +378,9 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
     read = {p.stem: nbformat.read(p, as_version=4) for p in notebooks}
     declared = {stem: set(declared_parameters(nb)) for stem, nb in read.items()}
     after = {stem: _after(stem, nb, list(read)) for stem, nb in read.items()}
+    # the data folder, before any work: one clear error where a chapter needs one and none was given
+    data_root = check_data_root(profile, list(read),
+                                data_root or extra.get("data_root") or os.environ.get(DATA_ROOT_ENV))
     unknown = sorted(set(extra) - set().union(*declared.values()))
     if unknown:
         known = sorted(set().union(*declared.values()) - set(RESERVED_PARAMETERS))
@@ -428,7 +464,8 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
         log(f"{item.label} {run.seconds:7.1f} s  cached (last run {previous:.1f} s)")
         finish(item, run)
     try:
-        _execute(plan, to_run, jobs, pages, cache_dir, finish, log, expected_seconds(book_dir, profile))
+        _execute(plan, to_run, jobs, pages, cache_dir, finish, log, expected_seconds(book_dir, profile),
+                 {DATA_ROOT_ENV: data_root} if data_root else None)
     except BookError:
         _write_times(times_path, profile, result.runs, {"jobs": jobs})
         raise

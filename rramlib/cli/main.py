@@ -14,8 +14,20 @@ from pathlib import Path
 from rramlib import __version__
 from rramlib.core.errors import RramlibError
 from rramlib.core.params import parse_assignment
+from rramlib.book import BookError, build, parse_parameter
+from rramlib.cli.train import add_train_arguments, profile_overrides, train_command
+from rramlib.core.cache import Cache, default_cache_dir
+from rramlib.core.config import add_config_option
+from rramlib.core.files import atomic_write
+from rramlib.device.drift import PRESETS, make_drift_model
+from rramlib.methods.compensation import METHODS
+from rramlib.nn.train import TrainConfig
+from rramlib.study import cluster
+from rramlib.study.experiments import SweepConfig, run_sweep
+from rramlib.study.profiles import PROFILES, Profile, get_profile
+from rramlib.study.recorded import record
 
-__all__ = ["add_train_arguments", "main", "profile_overrides"]
+__all__ = ["build_parser", "main"]
 
 
 def _csv(text: str) -> list[str]:
@@ -23,8 +35,6 @@ def _csv(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rramlib.core.times import TIME_GRID
-
     parser = argparse.ArgumentParser(prog="rramlib", description="RRAM drift simulation and compensation.")
     parser.add_argument("--version", action="version", version=f"rramlib {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -32,30 +42,26 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="accuracy vs time after programming, over several chips",
                            description="Train (or load from the cache) the profile's base model, program it "
                                        "on simulated RRAM chips and write accuracy over the time grid to JSON.")
-    sweep.add_argument("--profile", default="quick", help="smoke, quick (default) or paper")
-    sweep.add_argument("--preset", default="relative_gaussian", help="drift preset (see `rramlib presets`)")
-    sweep.add_argument("--methods", type=_csv, default=["none"], help="comma-separated compensation methods")
+    add_config_option(sweep, "--profile", SweepConfig, "profile")
+    add_config_option(sweep, "--preset", SweepConfig, "preset")
+    add_config_option(sweep, "--methods", SweepConfig, "methods", type=_csv, metavar="M1,M2,...",
+                      note=f"any of: {', '.join(METHODS)}")
     sweep.add_argument("--drift-scale", type=float, default=None, help="multiplies the preset's drift")
     sweep.add_argument("--drift-param", action="append", default=[], metavar="NAME=VALUE",
                        help="a preset parameter, e.g. rd=0.3 or table=drift.csv (repeatable)")
     sweep.add_argument("--method-param", action="append", default=[], metavar="METHOD.NAME=VALUE",
                        help="a method hyper-parameter, e.g. vera_plus.rank=8 or dora.n_samples=20 (repeatable)")
-    sweep.add_argument("--levels", type=int, default=None, help="number of drift levels K (time windows)")
-    sweep.add_argument("--mapping", choices=["differential", "single"], default=None,
-                       help="weight-to-conductance mapping (default: the preset's)")
-    sweep.add_argument("--per-channel", action="store_true", help="scale weights per output channel")
-    sweep.add_argument("--crossbar", default="ideal",
-                       help="periphery of the evaluation chips: ideal (exact product, default) or aihwkit "
-                            "(tiles, 7-bit DAC, 9-bit ADC, output noise; see rramlib.device.crossbar)")
-    sweep.add_argument("--n-conductance-states", type=int, default=None,
-                       help="quantise conductances to N equally spaced states")
-    sweep.add_argument("--times", type=_csv, default=None,
-                       help=f"comma-separated times (default: the grid {','.join(TIME_GRID)})")
-    sweep.add_argument("--chips", type=int, default=None, help="number of evaluation chips")
-    sweep.add_argument("--dataset", default=None, help="override the profile's dataset")
-    sweep.add_argument("--model", default=None, help="override the profile's model")
-    sweep.add_argument("--epochs", type=int, default=None, help="override the profile's training epochs")
-    sweep.add_argument("--device", default=None, help="cpu, cuda or auto (default: the profile's)")
+    add_config_option(sweep, "--levels", SweepConfig, "levels", type=int)
+    add_config_option(sweep, "--mapping", SweepConfig, "mapping")
+    add_config_option(sweep, "--per-channel", SweepConfig, "per_channel", action="store_true")
+    add_config_option(sweep, "--crossbar", SweepConfig, "crossbar")
+    add_config_option(sweep, "--n-conductance-states", SweepConfig, "n_conductance_states", type=int, metavar="N")
+    add_config_option(sweep, "--times", SweepConfig, "times", type=_csv, metavar="T1,T2,...")
+    add_config_option(sweep, "--chips", SweepConfig, "chips", type=int)
+    add_config_option(sweep, "--dataset", Profile, "dataset", default=None, unset="the profile's")
+    add_config_option(sweep, "--model", Profile, "model", default=None, unset="the profile's")
+    add_config_option(sweep, "--epochs", TrainConfig, "epochs", default=None, unset="the profile's", type=int)
+    add_config_option(sweep, "--device", Profile, "device", default=None, unset="the profile's")
     sweep.add_argument("--data-root", default=None, help="folder holding the dataset (CIFAR, ImageFolder)")
     sweep.add_argument("--download", action="store_true", help="download the dataset into --data-root")
     sweep.add_argument("--cache-dir", default=None, help="results cache (default: $RRAMLIB_CACHE or .rramlib_cache)")
@@ -70,20 +76,22 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a profile's base model into the results cache (also under torchrun)",
                            description="Train (or find in the results cache) the profile's base model, in this process, "
                                        "or data-parallel (DistributedDataParallel) when started by torchrun: "
-                                       "torchrun --nproc-per-node N -m rramlib train ... (see rramlib.nn.ddp). Sweeps and "
+                                       "torchrun --nproc-per-node N -m rramlib train ... (see rramlib.cli.train). Sweeps and "
                                        "notebooks of the same profile then read it from the cache.")
     add_train_arguments(train)
 
     book = sub.add_parser("book", help="execute the notebooks and build the companion Jupyter Book (HTML)",
                           description="Execute every notebooks/NN_*.ipynb with papermill (skipping those whose "
                                       "inputs did not change) and build the book's HTML with Jupyter Book, offline.")
-    book.add_argument("--profile", default="quick", help="smoke, quick (default) or paper")
+    add_config_option(book, "--profile", SweepConfig, "profile")
     book.add_argument("--out", default=None, metavar="DIR",
                       help="build folder (default _build/book/<profile>); the HTML goes to DIR/src/_build/html")
     book.add_argument("--force", action="store_true", help="execute every notebook, even unchanged ones")
     book.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                       help="pass a parameter to every notebook, as papermill -p does (repeatable)")
     book.add_argument("--no-html", action="store_true", help="execute the notebooks only, build no HTML")
+    book.add_argument("--data-root", default=None, metavar="DIR",
+                      help="dataset folder of a profile that reads one (cifar, paper); default $RRAMLIB_DATA_ROOT")
 
     rec = sub.add_parser("record", help="build the book at a profile (cached) and record its results for the default book",
                          description="Execute the book's notebooks at PROFILE (only those whose inputs changed, as "
@@ -91,11 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
                                      "with provenance.json (commit, date, configuration, data source, code identity, "
                                      "time and memory per notebook). The default book shows them beside its own "
                                      "numbers, marked STALE once the code no longer matches.")
-    rec.add_argument("--profile", default="cifar", help="the profile to record (default: cifar)")
+    add_config_option(rec, "--profile", SweepConfig, "profile", default="cifar")
     rec.add_argument("--out", default=None, metavar="DIR", help="build folder (default _build/book/<profile>)")
     rec.add_argument("--dest", default=None, metavar="DIR", help="record folder (default recorded/<profile>)")
     rec.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                      help="a parameter for every notebook, as for `rramlib book` (repeatable)")
+    rec.add_argument("--data-root", default=None, metavar="DIR",
+                     help="dataset folder of the profile (e.g. CIFAR-10); default $RRAMLIB_DATA_ROOT")
 
     sub.add_parser("presets", help="list the drift presets and their parameters")
     sub.add_parser("profiles", help="list the profiles")
@@ -103,61 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``rramlib train`` (and of ``python -m rramlib.nn.ddp``): the profile and what may override it."""
-    parser.add_argument("--profile", default="quick", help="smoke, quick (default) or paper")
-    parser.add_argument("--dataset", default=None, help="override the profile's dataset")
-    parser.add_argument("--model", default=None, help="override the profile's model")
-    parser.add_argument("--epochs", type=int, default=None, help="override the profile's training epochs")
-    parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: the profile's)")
-    parser.add_argument("--data-root", default=None, help="folder holding the dataset (CIFAR, ImageFolder)")
-    parser.add_argument("--download", action="store_true", help="download the dataset into --data-root")
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes per training process")
-    parser.add_argument("--cache-dir", default=None, help="results cache (default: $RRAMLIB_CACHE or .rramlib_cache)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def profile_overrides(args: argparse.Namespace) -> dict:
-    """The profile fields that ``--dataset``, ``--model``, ``--device`` and ``--epochs`` replace."""
-    import dataclasses
-
-    from rramlib.study.profiles import get_profile
-
-    overrides = {k: v for k, v in {"dataset": args.dataset, "model": args.model, "device": args.device}.items()
-                 if v is not None}
-    if args.epochs is not None:
-        overrides["train"] = dataclasses.replace(get_profile(args.profile).train, epochs=args.epochs)
-    return overrides
-
-
-def _train(args: argparse.Namespace) -> int:
-    import os
-
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # started by torchrun: data-parallel
-        from rramlib.nn.ddp import train_from_args
-
-        return train_from_args(args)
-    from rramlib.core.cache import Cache, default_cache_dir
-    from rramlib.core.errors import check_int
-    from rramlib.study.experiments import model_key, train_base_model
-    from rramlib.study.profiles import get_profile, resolve_device
-
-    check_int("--num-workers", args.num_workers, 0)
-    profile = get_profile(args.profile, **profile_overrides(args))
-    profile.train.validate()
-    resolve_device(profile.device)
-    cache = Cache(args.cache_dir or default_cache_dir())
-    base = train_base_model(profile, data_root=args.data_root, download=args.download, cache=cache,
-                            progress=not args.quiet, num_workers=args.num_workers)
-    print(f"base model {profile.model} on {profile.dataset}: drift-free test accuracy {base.accuracy:.4f}; "
-          f"cached in {cache.path('model', model_key(profile, base.splits))}")
-    return 0
-
-
 def _sweep(args: argparse.Namespace) -> int:
-    from rramlib.core.cache import Cache, default_cache_dir
-    from rramlib.study.experiments import SweepConfig
-
     if args.data_root is not None and not Path(args.data_root).exists() and not args.download:
         raise RramlibError(f"dataset root {args.data_root!r} does not exist")
     out = Path(args.out)
@@ -182,14 +138,12 @@ def _sweep(args: argparse.Namespace) -> int:
         times=tuple(args.times) if args.times else None, chips=args.chips, profile_overrides=overrides,
         crossbar=args.crossbar,
     )
-    from rramlib.study.experiments import run_sweep
 
     cache = Cache(None if args.no_cache else (args.cache_dir or default_cache_dir()))
     if args.workers is None and args.scheduler is None:
         result = run_sweep(config, data_root=args.data_root, download=args.download, cache=cache,
                            progress=not args.quiet)
     else:  # the same sweep, its tasks computed on a Dask cluster (imported only here)
-        from rramlib.study import cluster
 
         cluster.require_cache(cache)
         with cluster.connect(workers=args.workers, scheduler=args.scheduler) as client:
@@ -204,17 +158,14 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def write_json_atomic(path: Path, obj: object) -> None:
     """Write JSON atomically (:func:`rramlib.core.files.atomic_write`), so no half-written file is ever read."""
-    from rramlib.core.files import atomic_write
-
     atomic_write(path, json.dumps(obj, indent=1))
 
 
 def _book(args: argparse.Namespace) -> int:
-    from rramlib.book import BookError, build, parse_parameter
-
     params = dict(parse_parameter(name, value) for name, value in args.parameter)
     try:
-        build(args.profile, args.out, force=args.force, parameters=params, html=not args.no_html)
+        build(args.profile, args.out, force=args.force, parameters=params, html=not args.no_html,
+              data_root=args.data_root)
     except BookError as exc:
         print(exc.message, file=sys.stderr)
         return exc.exit_code
@@ -225,18 +176,16 @@ def _record(args: argparse.Namespace) -> int:
     import os
     import shlex
 
-    from rramlib.book import BookError, build, parse_parameter
-    from rramlib.study.recorded import record
-
     params = dict(parse_parameter(name, value) for name, value in args.parameter)
     try:
-        result = build(args.profile, args.out, parameters=params, html=False)
+        result = build(args.profile, args.out, parameters=params, html=False, data_root=args.data_root)
     except BookError as exc:
         print(exc.message, file=sys.stderr)
         return exc.exit_code
     # the command as provenance, without this machine's paths (the data are named by their file-list hash)
-    env = "RRAMLIB_DATA_ROOT=DIR " if os.environ.get("RRAMLIB_DATA_ROOT") else ""
-    command = env + " ".join(["rramlib book --profile", args.profile, *(
+    env = "RRAMLIB_DATA_ROOT=DIR " if os.environ.get("RRAMLIB_DATA_ROOT") and not args.data_root else ""
+    data = ["--data-root DIR"] if args.data_root else []
+    command = env + " ".join(["rramlib book --profile", args.profile, *data, *(
         f"-p {k} {'DIR' if k == 'data_root' else shlex.quote(str(v))}" for k, v in params.items())])
     path = record(args.profile, result.out / "src" / "results", args.dest, command=command)
     print(f"recorded {len(result.runs)} notebook(s) of profile {args.profile} in {path.parent}")
@@ -244,8 +193,6 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def _presets() -> int:
-    from rramlib.device.drift import PRESETS, make_drift_model
-
     for name, cls in PRESETS.items():
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         print(f"{name}: {doc}\n    defaults: {make_drift_model(name).params()}")
@@ -253,8 +200,6 @@ def _presets() -> int:
 
 
 def _methods() -> int:
-    from rramlib.methods.compensation import METHODS
-
     for name, cls in METHODS.items():
         doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
         print(f"{name}: {doc}\n    defaults: {cls.default_params()}")
@@ -262,8 +207,6 @@ def _methods() -> int:
 
 
 def _profiles() -> int:
-    from rramlib.study.experiments import PROFILES
-
     for p in PROFILES.values():
         print(f"{p.name}: {p.description}\n    {p.dataset}/{p.model}, {p.train.epochs} epochs, "
               f"times {','.join(p.times)}, {p.chips} chips, device {p.device}")
@@ -274,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        commands = {"sweep": _sweep, "train": _train, "book": _book, "record": _record, "presets": lambda a: _presets(),
+        commands = {"sweep": _sweep, "train": train_command, "book": _book, "record": _record, "presets": lambda a: _presets(),
                     "profiles": lambda a: _profiles(), "methods": lambda a: _methods()}
         return commands[args.command](args)
     except RramlibError as exc:

@@ -1,9 +1,16 @@
-"""A content-addressed store for trained models and sweep results.
+"""A content-addressed store for trained models, fits and sweep results.
 
-An entry's key is the SHA-256 of the canonical JSON of its configuration, the
-package version and a digest of the package's own source files
-(:func:`source_digest`), so a changed parameter, a new rramlib or any edit of its
-code never reads a stale result. Each entry is one file, ``<kind>/<key>.pt``, holding a header line with
+An entry's key (:func:`config_hash`) is the SHA-256 of the canonical JSON of its configuration, the package
+version, the identity of the code that computes its kind, and the numeric environment. Each kind of entry
+(:data:`KINDS`) names the module that computes it; its code is that module's import closure
+(:func:`module_closure`: every package module it imports, transitively), hashed file by file under the modules'
+dotted names (:func:`source_digest`). So an edit of the code that computes a kind never reads back a stale
+result, while an edit anywhere else -- the book, the figures, the notebook helpers, another kind's code -- keeps
+it; a move of a module outside the closure changes nothing. The numeric environment
+(:func:`rramlib.core.numerics.numeric_environment`: torch version, torch threads, instruction cap) enters every
+key: the same code and configuration may sum in another order under another one.
+
+Each entry is one file, ``<kind>/<key>.pt``, holding a header line with
 the SHA-256 of the payload followed by the payload (``torch.save`` bytes). Files
 are written to a temporary name in the same folder and renamed into place
 (atomic on POSIX), so an interrupted run leaves no entry at all; an entry whose
@@ -25,9 +32,12 @@ from typing import Any
 import torch
 
 from rramlib import __version__
+from rramlib.core.errors import RramlibError
 from rramlib.core.files import atomic_write
+from rramlib.core.numerics import numeric_environment
 
-__all__ = ["Cache", "config_hash", "default_cache_dir", "module_closure", "source_digest"]
+__all__ = ["KINDS", "Cache", "code_files", "config_hash", "default_cache_dir", "imported_modules", "kind_modules",
+           "module_closure", "source_digest"]
 
 log = logging.getLogger(__name__)
 _MAGIC = b"rramlib-cache-v1 "
@@ -48,17 +58,28 @@ def _canonical(obj: Any) -> Any:
     raise TypeError(f"cannot hash config value of type {type(obj).__name__}: {obj!r}")
 
 
-#: Source paths (relative to the package) that only present results; they do not enter the source digest.
-PRESENTATION_ONLY = ("book/", "present/")
+#: The package whose modules key the entries, and its import name.
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+_PACKAGE = __name__.split(".", 1)[0]
 
-
-def _presentation_only(relative: Path) -> bool:
-    name = relative.as_posix()
-    return any(name == p or (p.endswith("/") and name.startswith(p)) for p in PRESENTATION_ONLY)
+#: What computes each kind of entry: the package modules (names relative to the package) whose import closure
+#: (:func:`module_closure`) keys it; :meth:`Cache.get_or_compute` refuses a kind not listed here. An entry
+#: computed from another entry (a fit from the trained model) holds that entry's key in its configuration.
+KINDS: dict[str, tuple[str, ...]] = {
+    "data": ("nn.data",),  # decoded image files
+    "model": ("study.base_model",),  # the trained base model: data, network, training
+    "fit": ("study.experiments",),  # a fitted method
+    "fit_level": ("study.experiments",),  # one drift level of a per-level method
+    "sweep": ("study.experiments",),  # one evaluation chip's accuracies
+    "tuning": ("study.tuning",),  # one candidate's validation accuracies
+    "hfn": ("study.hidden_fold",),  # a trained HFN and its dense twin
+}
+#: Data files that belong to a package (beside its ``__init__.py``) and enter its code identity.
+DATA_SUFFIXES = (".csv",)
 
 
 def _module_path(root: Path, dotted: str) -> Path | None:
-    """The file of package module ``dotted`` (relative to the package, e.g. ``"compensation.lora"``)."""
+    """The file of package module ``dotted`` (relative to the package, e.g. ``"methods.compensation.lora"``)."""
     base = root.joinpath(*dotted.split(".")) if dotted else root
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
@@ -66,23 +87,39 @@ def _module_path(root: Path, dotted: str) -> Path | None:
     return None
 
 
-def _imported_modules(root: Path, path: Path) -> set[str]:
-    """The package modules that ``path`` imports (``from rramlib.x import y``, ``import rramlib.x``, relative forms)."""
-    package = path.relative_to(root).with_suffix("").parts
-    package = package[:-1]  # the module's package (for __init__.py, the package itself)
+def _type_checking_only(node: ast.AST) -> bool:
+    """``if TYPE_CHECKING:`` (or ``typing.TYPE_CHECKING``): imports that never run."""
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING"
+                                         or isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _import_nodes(node: ast.AST):
+    """The import statements in ``node`` that may run (those of an ``if TYPE_CHECKING:`` block never do)."""
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        yield node
+    elif _type_checking_only(node):
+        for stmt in node.orelse:
+            yield from _import_nodes(stmt)
+    else:
+        for child in ast.iter_child_nodes(node):
+            yield from _import_nodes(child)
+
+
+def _imports(root: Path, tree: ast.AST, package: tuple[str, ...]) -> set[str]:
+    """The package modules the code ``tree`` of a module in ``package`` imports (``from rramlib.x import y``,
+    ``import rramlib.x``, relative forms), at module level or inside functions."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_bytes())):
+    for node in _import_nodes(tree):
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
-            found.update(t.split(".", 1)[1] for t in targets if t.startswith(root.name + ".")
+            found.update(t.split(".", 1)[1] for t in targets if t.startswith(_PACKAGE + ".")
                          and _module_path(root, t.split(".", 1)[1]) is not None)
             continue
-        if not isinstance(node, ast.ImportFrom):
-            continue
         if node.level == 0:
-            if node.module is None or not (node.module == root.name or node.module.startswith(root.name + ".")):
+            if node.module is None or not (node.module == _PACKAGE or node.module.startswith(_PACKAGE + ".")):
                 continue
-            target = node.module[len(root.name) + 1:]
+            target = node.module[len(_PACKAGE) + 1:]
         else:
             anchor = package[: len(package) - (node.level - 1)] if node.level > 1 else package
             target = ".".join([*anchor, *(node.module.split(".") if node.module else [])])
@@ -92,15 +129,36 @@ def _imported_modules(root: Path, path: Path) -> set[str]:
     return found
 
 
-@functools.lru_cache(maxsize=None)
-def module_closure(modules: tuple[str, ...], root: str | os.PathLike = Path(__file__).resolve().parents[1]) -> tuple[str, ...]:
-    """``modules`` and every package module they import, transitively, by relative imports (sorted).
+def _imported_modules(root: Path, path: Path) -> set[str]:
+    """The package modules that the module file ``path`` imports."""
+    package = path.relative_to(root).with_suffix("").parts[:-1]  # for __init__.py, the package itself
+    return _imports(root, ast.parse(path.read_bytes()), package)
 
-    Module names are relative to the package (``"train"``, ``"compensation.lora"``); the package's
-    ``__init__`` (its version) is always included.
+
+def imported_modules(code: str, root: str | os.PathLike = PACKAGE_DIR) -> set[str]:
+    """The package modules that top-level ``code`` (a script, a notebook's code cell) imports; IPython lines
+    (``%magic``, ``!command``) are skipped."""
+    lines = [line for line in code.splitlines() if not line.lstrip().startswith(("%", "!"))]
+    return _imports(Path(root), ast.parse("\n".join(lines)), ())
+
+
+def _parents(dotted: str) -> list[str]:
+    """The packages whose ``__init__`` importing ``dotted`` runs first: ``"a.b.c"`` -> ``["a.b", "a", ""]``."""
+    parts = dotted.split(".") if dotted else []
+    return [".".join(parts[:i]) for i in range(len(parts) - 1, -1, -1)]
+
+
+@functools.lru_cache(maxsize=None)
+def module_closure(modules: tuple[str, ...], root: str | os.PathLike = PACKAGE_DIR) -> tuple[str, ...]:
+    """``modules`` and every package module they import, transitively, with the packages above each (sorted).
+
+    Module names are relative to the package (``"nn.train"``, ``"methods.compensation.lora"``, ``""`` for the
+    package itself); importing ``rramlib.core.x`` runs ``rramlib/__init__.py`` and ``rramlib/core/__init__.py``
+    first, so they belong to the closure. Imports inside functions count (they run when the function does);
+    those under ``if TYPE_CHECKING:`` do not.
     """
     root = Path(root)
-    todo, seen = ["", *modules], set()
+    todo, seen = list(modules), set()
     while todo:
         name = todo.pop()
         if name in seen:
@@ -109,38 +167,53 @@ def module_closure(modules: tuple[str, ...], root: str | os.PathLike = Path(__fi
         if path is None:
             raise ValueError(f"no module {name!r} in package {root}")
         seen.add(name)
-        todo.extend(_imported_modules(root, path) - seen)
+        todo.extend((_imported_modules(root, path) | set(_parents(name))) - seen)
     return tuple(sorted(seen))
 
 
-@functools.lru_cache(maxsize=None)
-def source_digest(root: str | os.PathLike = Path(__file__).resolve().parents[1], modules: tuple[str, ...] | None = None) -> str:
-    """SHA-256 (hex) over the package's source and data files (``*.py``, ``*.csv``), paths included.
+def code_files(modules: tuple[str, ...], root: str | os.PathLike = PACKAGE_DIR) -> dict[str, str]:
+    """SHA-256 (hex) of the contents of every file of :func:`module_closure` ``(modules)``, by dotted module name
+    (a package's data files, :data:`DATA_SUFFIXES` beside its ``__init__.py``, as ``"package/file"``).
 
-    Computed once per process (about 50 small files); any edit of rramlib's code changes it, except the
-    presentation layer (:data:`PRESENTATION_ONLY`: the book builder, the figure style, the results report),
-    which computes nothing that is cached, so restyling the book never throws away trained models and sweeps.
-    With ``modules`` (package-relative names), only the files of :func:`module_closure` of them count: the
-    key of a result that depends on those modules alone (the trained base model: data, models, training),
-    which then survives edits elsewhere in the package.
-    """
+    Names, not paths: moving a module that no closure holds changes nothing, and the same code in another
+    checkout has the same identity."""
     root = Path(root)
-    if modules is None:
-        paths = [p for ext in ("*.py", "*.csv") for p in root.rglob(ext)
-                 if "__pycache__" not in p.parts and not _presentation_only(p.relative_to(root))]
-    else:
-        paths = [_module_path(root, name) for name in module_closure(tuple(modules), root)]
+    files = {}
+    for name in module_closure(tuple(modules), root):
+        path = _module_path(root, name)
+        files[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        if path.name == "__init__.py":
+            for data in sorted(p for p in path.parent.iterdir() if p.suffix in DATA_SUFFIXES and p.is_file()):
+                files[f"{name}/{data.name}"] = hashlib.sha256(data.read_bytes()).hexdigest()
+    return files
+
+
+@functools.lru_cache(maxsize=None)
+def source_digest(modules: tuple[str, ...], root: str | os.PathLike = PACKAGE_DIR) -> str:
+    """SHA-256 (hex) over :func:`code_files` ``(modules)``: the identity of the code that ``modules`` run.
+
+    Computed once per process and closure; any edit of a file of the closure changes it, an edit anywhere
+    else (the book, the figure style, the notebook helpers) does not."""
     digest = hashlib.sha256()
-    for path in sorted(paths):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    for name, sha in sorted(code_files(tuple(modules), root).items()):
+        digest.update(name.encode() + b"\0" + bytes.fromhex(sha))
     return digest.hexdigest()
 
 
-def config_hash(config: dict, *, version: str = __version__, sources: str | None = None) -> str:
-    """SHA-256 (hex) of a configuration dict together with the package version and source digest."""
-    sources = source_digest() if sources is None else sources
-    text = json.dumps({"config": _canonical(config), "version": version, "sources": sources}, sort_keys=True)
+def kind_modules(kind: str) -> tuple[str, ...]:
+    """The modules that compute entries of ``kind`` (:data:`KINDS`); a RramlibError for an unknown kind."""
+    if kind not in KINDS:
+        raise RramlibError(f"unknown cache kind {kind!r}; known: {', '.join(sorted(KINDS))}")
+    return KINDS[kind]
+
+
+def config_hash(config: dict, kind: str, *, version: str = __version__, root: str | os.PathLike = PACKAGE_DIR) -> str:
+    """SHA-256 (hex) of an entry of ``kind``: its configuration, the package version, the code that computes
+    the kind (:func:`source_digest` of :data:`KINDS` ``[kind]``) and the numeric environment
+    (:func:`rramlib.core.numerics.numeric_environment`: torch version, threads, instruction cap)."""
+    text = json.dumps({"config": _canonical(config), "version": version,
+                       "code": source_digest(kind_modules(kind), root), "numerics": numeric_environment()},
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -189,12 +262,9 @@ class Cache:
         header = _MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
         atomic_write(self.path(kind, key), header + payload)
 
-    def get_or_compute(self, kind: str, config: dict, compute: Callable[[], Any], *, sources: str | None = None) -> Any:
-        """Return the cached result for ``config`` or compute, store and return it.
-
-        ``sources``: the code digest to key by (default: all of the package's, :func:`source_digest`).
-        """
-        key = config_hash(config, sources=sources)
+    def get_or_compute(self, kind: str, config: dict, compute: Callable[[], Any]) -> Any:
+        """Return the cached result of ``kind`` for ``config`` (:func:`config_hash`) or compute, store and return it."""
+        key = config_hash(config, kind)
         obj = self.load(kind, key)
         if obj is not None:
             self.hits += 1

@@ -11,9 +11,12 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
+import json
 from pathlib import Path
 
-__all__ = ["atomic_write", "temporary_environ"]
+from rramlib.core.errors import RramlibError
+
+__all__ = ["atomic_write", "load_results", "temporary_environ"]
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str, *, encoding: str = "utf-8") -> Path:
@@ -53,3 +56,12 @@ def temporary_environ(updates: Mapping[str, str], remove: Iterable[str] = ()) ->
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def load_results(out_dir: str | os.PathLike, notebook: str) -> dict:
+    """Read a notebook's results file ``<out_dir>/<notebook>.json``, as :class:`rramlib.present.report.Report`
+    writes it (the claims page and the runtime table gather them)."""
+    path = Path(out_dir) / f"{notebook}.json"
+    if not path.exists():
+        raise RramlibError(f"no results for notebook {notebook!r} in {str(out_dir)!r}; run it first")
+    return json.loads(path.read_text())

@@ -48,8 +48,8 @@ PURPOSES: dict[str, int] = {
     "random_weights": 8,      # a random test layer whose weight error is measured (device statistics)
     "crossbar_systematic": 10,  # per-column crossbar parts drawn at programming (root: the chip)
     "crossbar_read": 11,      # per-read crossbar output noise (root: the chip; key: read time as repr)
-    "supermask_weights": 12,  # HFN signed-constant weights of a supermask layer (rramlib.study.hidden_fold): (layer index)
-    "supermask_scores": 13,   # HFN initial supermask scores of a layer (rramlib.study.hidden_fold): (layer index)
+    "supermask_weights": 12,  # HFN signed-constant weights of a supermask layer (rramlib.nn.hidden_fold): (layer index)
+    "supermask_scores": 13,   # HFN initial supermask scores of a layer (rramlib.nn.hidden_fold): (layer index)
 }
 
 _CHIP_LIMIT = 2**63

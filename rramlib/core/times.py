@@ -18,7 +18,7 @@ WEEK = 7 * DAY
 YEAR = 365.25 * DAY
 MONTH = YEAR / 12
 
-#: The study's evaluation grid, label -> seconds (DESIGN §3: "ten years").
+#: The study's evaluation grid, label -> seconds: one second to ten years (book/devices.md).
 TIME_GRID: dict[str, float] = {
     "1s": SECOND,
     "1min": MINUTE,

@@ -4,9 +4,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import torch
 from torch import nn
 
-__all__ = ["eval_mode"]
+from rramlib.core.errors import RramlibError
+
+__all__ = ["eval_mode", "resolve_device"]
 
 
 @contextlib.contextmanager
@@ -24,3 +27,13 @@ def eval_mode(*modules: nn.Module) -> Iterator[None]:
     finally:
         for m, flag in flags:
             m.training = flag
+
+
+def resolve_device(device: str) -> torch.device:
+    """The torch device named ``device``; ``"auto"``: a GPU if there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise RramlibError(f"unknown device {device!r}: {exc}") from None

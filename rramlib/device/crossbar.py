@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from rramlib.core.errors import RramlibError, check_choice, check_int, check_positive
 
 __all__ = ["Crossbar", "CROSSBARS", "make_crossbar", "resolution", "step_size", "quantise",
-           "split_sizes", "analog_matmul", "patches", "kernel_rows", "crossbar_sweep", "CrossbarLayer", "Periphery"]
+           "split_sizes", "analog_matmul", "patches", "kernel_rows", "CrossbarLayer", "Periphery"]
 
 NOISE_MANAGEMENT = ("none", "abs_max")
 BOUND_MANAGEMENT = ("none", "iterative")
@@ -473,32 +473,3 @@ class Periphery:
         new.layers = [copy.deepcopy(layer, memo) for layer in self.layers]
         return new
 
-
-# ----------------------------------------------------------------------------------------- studies
-def crossbar_sweep(method, crossbars: dict, times: dict, chips, data) -> list[dict]:
-    """Accuracy of a fitted method's evaluation chips read through each crossbar, at each time.
-
-    ``method``: a fitted :class:`~rramlib.methods.compensation.Method`; ``crossbars``: label -> :class:`Crossbar` or
-    preset name; ``times``: label -> seconds; ``chips``: evaluation chip seeds; ``data``: an ``(x, y)`` pair.
-    The method is fitted once; only the periphery of its chips changes (restored afterwards). Returns one
-    record per (crossbar, chip, time) with the accuracy.
-    """
-    from rramlib.nn.evaluate import accuracy
-
-    crossbars = {label: make_crossbar(xb) for label, xb in crossbars.items()}  # all checked before any work
-    analog = method.analog_
-    if analog is None:
-        raise RramlibError(f"method {method.name!r} is not fitted; call fit(ctx) first")
-    previous = analog.crossbar
-    records = []
-    try:
-        for label, xb in crossbars.items():
-            analog.set_crossbar(xb)
-            for seed in chips:
-                for time_label, t in times.items():
-                    records.append({"crossbar": label, "method": method.name, "chip_seed": seed,
-                                    "time_label": time_label, "time_s": t,
-                                    "accuracy": accuracy(method.at(seed, t), data)})
-    finally:
-        analog.set_crossbar(previous)
-    return records

@@ -2,8 +2,13 @@
 
 Storage counts every value a method must keep, per drift level and in total over K levels,
 in bytes at a stated precision; what is shared by all levels and what is regenerable from a
-seed (and so costs only the seed) are counted apart. Compute counts the extra
-multiply-accumulates (MACs) of one inference relative to the base network's.
+seed are counted apart. Random projections regenerable from a seed (VeRA+'s A and B) are read two
+ways (:data:`PROJECTION_READINGS`, issue 21): kept in SRAM (stored, or regenerated once at power-up
+into SRAM), or regenerated at every inference from the seed (the seed and the generator's state are
+kept, and the draws and their scaling are work per inference). Stored input images (BN recalibrated in
+the field, DoRA's calibration inputs) are counted at one pixel precision, :data:`PIXEL_BITS`, whatever
+the precision of the parameters. Compute counts the extra multiply-accumulates (MACs) of one inference
+relative to the base network's.
 """
 from __future__ import annotations
 
@@ -18,10 +23,24 @@ from rramlib.methods.adapters import add_vera_plus
 from rramlib.core.errors import RramlibError, check_positive
 from rramlib.core.torchutil import eval_mode
 
-__all__ = ["Storage", "base_macs", "PRECISION_BITS", "vera_plus_extra_macs", "vera_plus_rank_for_macs"]
+__all__ = ["Storage", "base_macs", "PRECISION_BITS", "PIXEL_BITS", "PROJECTION_READINGS", "MT19937_STATE_BYTES",
+           "vera_plus_extra_macs", "vera_plus_rank_for_macs"]
 
 #: Precisions reported for stored values (bits per value).
 PRECISION_BITS = {"fp32": 32, "fp16": 16, "int8": 8}
+#: Bits per stored input value (pixel), for every method that keeps input images on the chip: the precision
+#: of the source images (CIFAR-10's pixels are 8-bit; the digits' 0-16 grey levels fit in 8 bits), so keeping
+#: them at 8 bits loses nothing. Ours: the study states no precision.
+PIXEL_BITS = 8
+#: How random projections regenerable from a seed are counted (issue 21): label -> what the chip keeps.
+PROJECTION_READINGS = {
+    "sram": "A and B kept in SRAM (stored, or regenerated once at power-up into SRAM): their values are counted",
+    "regenerated": "A and B regenerated at every inference: the seed and the generator's state are counted, and "
+                   "the draws and their Kaiming scaling are work per inference",
+}
+#: State of the generator that reproduces rramlib's (and peft's) projections bit for bit: torch's CPU generator is
+#: the Mersenne Twister MT19937, 624 words of 32 bits (Matsumoto & Nishimura, ACM TOMACS 1998).
+MT19937_STATE_BYTES = 624 * 4
 
 
 @dataclass(frozen=True)
@@ -32,8 +51,13 @@ class Storage:
     levels : number of drift levels K (1 for methods without levels).
     shared_values : values stored once and used at every level.
     seed_bytes : bytes of seeds from which shared random tensors are regenerated (not stored as values).
-    calibration_values : data a method calibrating in the field keeps on the chip besides its parameters
-        (e.g. DoRA's calibration inputs and drift-free targets); the network does not read them.
+    calibration_values : data a method calibrating in the field keeps on the chip besides its parameters and
+        its input images (e.g. DoRA's drift-free targets); the network does not read them.
+    input_values : input image values (pixels) kept on the chip to calibrate it (e.g. DoRA's calibration
+        inputs), counted at :data:`PIXEL_BITS` whatever the precision.
+    projection_values : values of the random projections regenerated from ``seed_bytes`` (VeRA+'s A and B);
+        counted only under a projection reading (:meth:`total_bytes`).
+    generator_state_bytes : state of the generator that regenerates them (:data:`MT19937_STATE_BYTES`).
     online : whether the method trains in the field, per chip (then its parameters are that chip's).
     """
 
@@ -42,17 +66,40 @@ class Storage:
     shared_values: int = 0
     seed_bytes: int = 0
     calibration_values: int = 0
+    input_values: int = 0
+    projection_values: int = 0
+    generator_state_bytes: int = 0
     online: bool = False
 
     @property
     def total_values(self) -> int:
-        return self.values_per_level * self.levels + self.shared_values + self.calibration_values
+        """Every value kept in SRAM besides the regenerable projections (the count of ``Method.sram_tensors``)."""
+        return self.values_per_level * self.levels + self.shared_values + self.calibration_values + self.input_values
 
     def bytes_per_level(self, precision: str = "fp32") -> float:
         return self.values_per_level * PRECISION_BITS[precision] / 8
 
-    def total_bytes(self, precision: str = "fp32") -> float:
-        return self.total_values * PRECISION_BITS[precision] / 8 + self.seed_bytes
+    def total_bytes(self, precision: str = "fp32", projections: str | None = None) -> float:
+        """Bytes of everything kept: values at ``precision``, input images at :data:`PIXEL_BITS`, seeds.
+
+        ``projections`` (:data:`PROJECTION_READINGS`): ``"sram"`` adds the projections' values at ``precision``
+        (and no seed: they are there); ``"regenerated"`` adds the generator's state to the seed; ``None`` counts
+        the seed alone (no projections, no generator: the count before issue 21).
+        """
+        if projections is not None and projections not in PROJECTION_READINGS:
+            raise RramlibError(f"projections must be one of {sorted(PROJECTION_READINGS)} or None, got {projections!r}")
+        bits = PRECISION_BITS[precision]
+        values = (self.total_values - self.input_values) * bits / 8 + self.input_values * PIXEL_BITS / 8
+        if projections == "sram":
+            return values + self.projection_values * bits / 8
+        if projections == "regenerated":
+            return values + self.seed_bytes + self.generator_state_bytes
+        return values + self.seed_bytes
+
+    def regeneration_ops(self) -> dict[str, int]:
+        """Work per inference under the ``"regenerated"`` reading: one random draw and one multiply-add (the
+        Kaiming-uniform scaling ``u·2b − b``) per projection value (our count of the generator's work)."""
+        return {"draws": self.projection_values, "macs": self.projection_values}
 
     def as_dict(self) -> dict:
         row = asdict(self)

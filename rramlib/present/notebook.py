@@ -14,6 +14,12 @@ profile-dependent defaults (``None`` values) and checks all of them against :dat
 table that says what a parameter name means anywhere in the book, before any heavy work. Bad input raises
 :class:`~rramlib.core.errors.RramlibError`. It then applies the figure style and opens the notebook's
 :class:`~rramlib.present.report.Report` and the shared results cache.
+
+A notebook reaches its data, trained models and fits only through the :class:`Notebook`'s methods
+(:meth:`~Notebook.sweep`, :meth:`~Notebook.prepare`, :meth:`~Notebook.fitted`, :meth:`~Notebook.greedy_schedule`,
+:meth:`~Notebook.base_model`, :meth:`~Notebook.train_pair`): each passes the data folder (:meth:`~Notebook.data_root`)
+and the cache itself, so ``make book PROFILE=paper DATA_ROOT=DIR`` reaches every chapter (a test checks that no
+notebook calls the underlying functions directly).
 """
 from __future__ import annotations
 
@@ -23,62 +29,81 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 from rramlib.core.errors import RramlibError, check_choice, check_int, check_positive, check_type
+from rramlib.core.cache import Cache, default_cache_dir
+from rramlib.core.times import parse_time
+from rramlib.device.crossbar import CROSSBARS
+from rramlib.device.drift import DEFAULT_PRESET, PRESETS
+from rramlib.device.faults import FORMATS
+from rramlib.methods.compensation import check_method
+from rramlib.nn.models import MODELS
+from rramlib.present.plotting import use_style
+from rramlib.present.report import Report
+from rramlib.study import cluster
+from rramlib.study.base_model import train_base_model
+from rramlib.study.experiments import SweepConfig, prepare, run_sweep
+from rramlib.study.hidden_fold import train_pair
+from rramlib.study.profiles import PROFILES, get_profile
+from rramlib.study.tuning import greedy_schedule, trained_methods
 
 __all__ = ["PARAMETERS", "Notebook", "as_list", "start"]
 
 
 def as_list(value) -> list:
-    """A list-valued parameter as a list: ``None`` -> ``[]``, a scalar -> ``[value]``, YAML text -> parsed.
+    """A list-valued parameter as a list: ``None`` -> ``[]``, a scalar -> ``[value]``, a tuple -> a list, and
+    the text of a list or tuple -> its entries.
 
-    papermill's ``-p name '[1, 2]'`` passes the text ``"[1, 2]"``; it is read as YAML.
+    papermill's ``-p name '[1, 2]'`` passes the text ``"[1, 2]"``. It is read as a Python literal
+    (:func:`ast.literal_eval`: ``"('a(b)', 2)"`` keeps the parentheses inside its string); text that is not one,
+    such as the bare words of ``"[vera_plus, bn]"`` or ``"(1d, 10y)"``, is read as a YAML list.
     """
     if isinstance(value, str) and value.strip()[:1] in "[(":
-        import yaml
-
-        try:
-            value = yaml.safe_load(value.strip().replace("(", "[").replace(")", "]"))
-        except yaml.YAMLError as exc:
-            raise RramlibError(f"cannot read the list {value!r}: {exc}") from None
+        value = _parse_list(value.strip())
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def _parse_list(text: str) -> list | tuple:
+    import ast
+
+    import yaml
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        pass
+    try:  # bare words: a YAML flow list (a tuple's outer parentheses read as brackets)
+        value = yaml.safe_load("[" + text[1:-1] + "]" if text[0] == "(" and text[-1] == ")" else text)
+    except yaml.YAMLError as exc:
+        raise RramlibError(f"cannot read the list {text!r}: {exc}") from None
+    if not isinstance(value, list):
+        raise RramlibError(f"cannot read the list {text!r}: not a list of values")
+    return value
+
+
 # ------------------------------------------------------------------------------------------- checks
 def _profile(v, name="profile"):
-    from rramlib.study.profiles import PROFILES
-
     return check_choice("profile", v, PROFILES)
 
 
 def _preset(v, name="preset"):
-    from rramlib.device.drift import PRESETS
-
     return check_choice("preset", v, PRESETS)
 
 
 def _method(v, name="method"):
-    from rramlib.methods.compensation import check_method
-
     return check_method(v)
 
 
 def _model(v, name="model"):
-    from rramlib.nn.models import MODELS
-
     return check_choice("model", v, MODELS)
 
 
 def _time(v, name="time"):
-    from rramlib.core.times import parse_time
-
     parse_time(v)
     return v
 
 
 def _trained_methods() -> list[str]:
-    from rramlib.study.tuning import trained_methods
-
     return trained_methods()
 
 
@@ -125,8 +150,6 @@ def _one_of(*choices) -> Callable:
 
 
 def _format(v, name="format"):
-    from rramlib.device.faults import FORMATS
-
     return check_choice(name, v, FORMATS)
 
 
@@ -135,8 +158,6 @@ def _sharing(v, name="sharing"):
 
 
 def _crossbar(v, name="crossbar"):
-    from rramlib.device.crossbar import CROSSBARS
-
     return check_choice(name, v, CROSSBARS)
 
 
@@ -209,6 +230,7 @@ PARAMETERS: dict[str, Parameter] = {
     "sharings": Parameter(_sharing, is_list=True, empty_ok=False),
     "kd_weights": Parameter(_nonneg, is_list=True, empty_ok=False),
     "samples": Parameter(_int(1), is_list=True, empty_ok=False),
+    "field_images": Parameter(_int(2), is_list=True, empty_ok=False),  # images kept for BN recalibrated in the field
     "budgets": Parameter(_fraction, is_list=True, empty_ok=False),
     "chip": Parameter(_int(0)),
     "n_params": Parameter(_int(1), default=_by_profile(4, 20)),
@@ -246,10 +268,6 @@ class Notebook:
     """A running book notebook: its checked parameters ``p``, profile, report and cache."""
 
     def __init__(self, name: str, params: dict):
-        from rramlib.core.cache import Cache, default_cache_dir
-        from rramlib.study.profiles import get_profile
-        from rramlib.present.report import Report
-
         self.name = name
         self.p = SimpleNamespace(**params)
         self.profile = get_profile(params.get("profile", "quick"))
@@ -261,8 +279,6 @@ class Notebook:
     def grid(self, *labels: str) -> tuple[str, ...] | None:
         """The profile's time grid plus ``labels`` it lacks, in time order; ``None`` if it has them all
         (then sweeps share their cache entries with every notebook that uses the plain grid)."""
-        from rramlib.core.times import parse_time
-
         times = list(self.profile.times)
         missing = [t for t in labels if parse_time(t) not in {parse_time(s) for s in times}]
         if not missing:
@@ -273,13 +289,11 @@ class Notebook:
                drift_params: dict | None = None, **fields):
         """A :class:`~rramlib.study.experiments.SweepConfig` on this notebook's profile, preset and drift scale
         (``profile``, ``preset`` and ``drift_params`` replace them)."""
-        from rramlib.study.experiments import SweepConfig
-
         p = vars(self.p)
         drift = {"drift_scale": p.get("drift_scale", 1.0), **(drift_params or {})}
         if "crossbar" in p:
             fields.setdefault("crossbar", p["crossbar"])
-        return SweepConfig(profile=profile or self.profile.name, preset=preset or p.get("preset", "ibm_cmo_reram"),
+        return SweepConfig(profile=profile or self.profile.name, preset=preset or p.get("preset", DEFAULT_PRESET),
                            methods=tuple(methods), drift_params=drift, **fields)
 
     def sweep(self, config, *, schedule=None) -> dict:
@@ -288,21 +302,37 @@ class Notebook:
         records); ``schedule`` replaces the profile's drift levels. The result's key goes in the footers."""
         scheduler = getattr(self.p, "scheduler", None)
         if scheduler is None:
-            from rramlib.study.experiments import run_sweep
-
             result = run_sweep(config, schedule=schedule, data_root=self.data_root(), cache=self.cache, progress=False)
         else:
-            from rramlib.study import cluster
-
             with cluster.connect(scheduler=scheduler) as client:
                 result = cluster.run_sweep(config, client, schedule=schedule, data_root=self.data_root(),
                                            cache=self.cache, progress=False)
         return self.report.uses(result)
 
-    def base_model(self, profile=None):
-        """The profile's trained base model (:func:`~rramlib.study.experiments.train_base_model`, cached)."""
-        from rramlib.study.experiments import train_base_model
+    def prepare(self, config, *, schedule=None):
+        """:func:`~rramlib.study.experiments.prepare` (the base model, fit context and fit key of ``config``) with
+        this notebook's data folder and cache."""
+        return prepare(config, schedule=schedule, data_root=self.data_root(), cache=self.cache)
 
+    def fitted(self, config, names) -> tuple:
+        """``(base model, {name: fitted method})`` of ``config``: the fits :meth:`sweep` makes (the same cache
+        entries), for a notebook that uses the fitted methods themselves."""
+        exp = self.prepare(config)
+        return exp.base, {name: exp.fit(name, config, self.cache) for name in names}
+
+    def greedy_schedule(self, config, tolerance: float, *, n_chips: int, candidates=None) -> tuple:
+        """:func:`~rramlib.study.tuning.greedy_schedule` (VeRA+ windows grown greedily, and the windows tried)
+        with this notebook's data folder and cache."""
+        return greedy_schedule(config, tolerance, candidates=candidates, n_chips=n_chips, data_root=self.data_root(),
+                               cache=self.cache)
+
+    def train_pair(self):
+        """The Hidden-Fold Network and dense network of this notebook's profile
+        (:func:`~rramlib.study.hidden_fold.train_pair`, cached), trained on the profile's device."""
+        return train_pair(self.profile.name, cache=self.cache, data_root=self.data_root(), device=self.profile.device)
+
+    def base_model(self, profile=None):
+        """The profile's trained base model (:func:`~rramlib.study.base_model.train_base_model`, cached)."""
         profile = profile or self.profile
         base = train_base_model(profile, data_root=self.data_root(), cache=self.cache, progress=False)
         self.report.data_source({"dataset": profile.dataset, **base.splits.info.get("source", {})})
@@ -329,11 +359,8 @@ def start(name: str, **params) -> Notebook:
     return the :class:`Notebook` holding them (``nb.p``), its report and the shared cache."""
     from tqdm import TqdmWarning
 
-    from rramlib.present.plotting import use_style
-
     checked = check_parameters(params)
     if checked.get("scheduler") is not None:  # unreachable: one clear error now, before any heavy work
-        from rramlib.study import cluster
 
         with cluster.connect(scheduler=checked["scheduler"]):
             pass

@@ -3,36 +3,32 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from rramlib.core.times import TIME_GRID
+from rramlib.core.times import TIME_GRID, format_time
+from rramlib.methods.compensation import MethodFacts
+from rramlib.device.mapping import MAPPING_KINDS
+from rramlib.device.stats import targets_of
+from rramlib.methods.schedule import T_END, T_START
+from rramlib.study.analysis import pareto_front
 
-__all__ = ["METHOD_LABELS", "METHOD_COLORS", "METHOD_MARKERS", "PRESET_LABELS", "use_style", "time_axis", "method_color",
-           "row_label", "byte_label", "place_labels", "pareto_plot", "conductance_bands", "conductance_histograms",
-           "shift_and_spread", "weight_error_curves", "mark_extrapolation", "ablation_label", "ablation_plot",
-           "DPI", "COLUMN_PX", "BODY_PX", "FIG_WIDTH", "SMALL", "column_layout", "wrap_text", "displayed_text_px",
-           "panel_grid"]
+__all__ = ["METHOD_LABELS", "METHOD_COLORS", "METHOD_MARKERS", "PRESET_LABELS", "NETWORK_COLORS", "use_style",
+           "time_axis", "method_color", "row_label", "byte_label", "place_labels", "pareto_plot", "conductance_bands",
+           "conductance_histograms", "shift_and_spread", "weight_error_curves", "mark_extrapolation",
+           "ablation_label", "ablation_plot", "DPI", "COLUMN_PX", "BODY_PX", "FIG_WIDTH", "SMALL", "column_layout",
+           "wrap_text", "displayed_text_px", "panel_grid"]
 
-METHOD_LABELS = {
-    "drift_free": "drift-free", "none": "uncompensated", "scale": "output scaling", "bn": "BN recalibration",
-    "lora": "LoRA per level", "dora": "DoRA calibration", "vera_plus": "VeRA+", "noise_aware": "noise-aware training",
-    "vera_plus_layer": "VeRA+ (per-layer)", "vera_plus_cross": "VeRA+ (cross-layer)",
-    "offline_correction": "full-rank correction per level", "reprogram": "reprogrammed chip (upper line)",
-}
+# Label, colour and marker of every method are the method class's own (label, color, marker); here only the rows
+# that are not methods: the drift-free reference line, and VeRA+ split by sharing mode (03_comparison).
+# Colours: colour-blind-safe (Okabe-Ito), one fixed colour per method across every figure.
+METHOD_LABELS = MethodFacts("label", {"drift_free": "drift-free", "vera_plus_layer": "VeRA+ (per-layer)",
+                                      "vera_plus_cross": "VeRA+ (cross-layer)"})
+METHOD_COLORS = MethodFacts("color", {"drift_free": "#000000", "vera_plus_layer": "#D55E00",
+                                      "vera_plus_cross": "#7A2E00"})
+#: one marker per method, for figures where colour alone is not enough
+METHOD_MARKERS = MethodFacts("marker", {"vera_plus_layer": "*", "vera_plus_cross": "h"})
 PRESET_LABELS = {
     "relative_gaussian": "relative Gaussian", "ibm_cmo_reram": "IBM CMO ReRAM", "ibm_pcm": "IBM PCM-like",
     "measured": "measured table (NeuRRAM)",
 }
-# colour-blind-safe (Okabe-Ito), one fixed colour per method across every figure
-METHOD_COLORS = {
-    "drift_free": "#000000", "none": "#999999", "scale": "#E69F00", "bn": "#56B4E9", "lora": "#009E73",
-    "dora": "#F0E442", "vera_plus": "#D55E00", "vera_plus_layer": "#D55E00", "vera_plus_cross": "#7A2E00",
-    "noise_aware": "#0072B2", "offline_correction": "#CC79A7", "reprogram": "#444444",
-}
-
-
-#: one marker per method, for figures where colour alone is not enough
-METHOD_MARKERS = {"none": "o", "scale": "s", "bn": "^", "lora": "v", "dora": "D", "vera_plus": "*",
-                  "vera_plus_layer": "*", "vera_plus_cross": "h", "noise_aware": "P", "offline_correction": "X",
-                  "reprogram": "+"}
 
 # How the book shows a figure: the notebook's inline PNG, drawn at ``figure.dpi`` and cropped to its tight
 # bounding box (IPython's inline backend), is shown at its own size in a text column of COLUMN_PX CSS pixels
@@ -234,8 +230,6 @@ def conductance_histograms(models: dict, states: dict, fractions, times: dict, m
     label -> s)."""
     import numpy as np
 
-    from rramlib.device.stats import targets_of
-
     colors = _target_colors(fractions)
     fig, axes = plt.subplots(len(models), len(times), figsize=(FIG_WIDTH, 1.9 * len(models) + 1.6), squeeze=False,
                              sharey="row")
@@ -292,8 +286,6 @@ MAPPING_STYLES = {"single": dict(ls="--"), "differential": dict(ls="-")}
 def weight_error_curves(errors, models: dict, main: str | None = None):
     """F2: RMS error, bias and gain of the read-back weights against time (one panel each, stacked); colour:
     preset, line style: single device (dashed) or differential pair (solid)."""
-    from rramlib.device.mapping import MAPPING_KINDS
-
     rows = (("rms_error", "RMS error", "RMS error ‖W(t) − W‖ / ‖W‖"), ("bias", "bias", "bias mean(W(t) − W) / rms(W)"),
             ("gain", "gain", "gain ⟨W(t), W⟩ / ⟨W, W⟩"))
     t_end = errors["time_s"].max()
@@ -397,8 +389,6 @@ def pareto_plot(pareto, free: float, xlabel: str, ylabel: str, title: str):
     """
     import numpy as np
 
-    from rramlib.study.analysis import pareto_front
-
     storage, acc = pareto["storage_bytes_fp32"], pareto["acc_mean"]
     positive = storage[storage > 0]
     zero_x = 10 ** (np.floor(np.log10(positive.min())) - 1) if len(positive) else 1.0
@@ -495,6 +485,8 @@ def ablation_plot(f6, refs, free: float, ylabel: str, title: str):
 #: one fixed, colour-blind-safe colour per preset (Okabe-Ito)
 PRESET_COLORS = {"relative_gaussian": "#0072B2", "ibm_cmo_reram": "#E69F00", "ibm_pcm": "#009E73",
                  "measured": "#CC79A7"}
+#: The two networks of the Hidden-Fold chapter (Okabe-Ito vermilion and blue).
+NETWORK_COLORS = {"HFN": "#D55E00", "dense": "#0072B2"}
 
 
 def preset_accuracy(table, frame, free: float, chance: float, times: dict | None, main: str | None, title: str):
@@ -550,9 +542,6 @@ def switching_plot(table, windows, free: float, title: str):
     ``windows``: rows with ``level``, ``start_s``, ``end_s`` (``Schedule.describe()``).
     """
     import math
-
-    from rramlib.methods.schedule import T_END, T_START
-    from rramlib.core.times import format_time
 
     fig, ax = plt.subplots(figsize=(FIG_WIDTH, 5.0))
     for m in ("none", "vera_plus"):
@@ -613,8 +602,6 @@ def drift_table_plot(table, extra_times, title: str):
     """F7 (table): the spread (and, when the table has one, the mean shift) of ``G − G_target`` against the
     target conductance at the table's times (solid) and as extrapolated at ``extra_times`` (dashed)."""
     import numpy as np
-
-    from rramlib.core.times import format_time
 
     times, g = table.times.tolist(), table.g.numpy()
     colors = plt.cm.viridis(np.linspace(0.0, 0.85, len(times)))

@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 from rramlib import __version__
-from rramlib.core.files import atomic_write
+from rramlib.core.files import atomic_write, load_results
 from rramlib.core.provenance import git_commit, machine, peak_rss_mb
+from rramlib.core.errors import RramlibError
 
 __all__ = ["Report", "load_results", "runtime_table"]
 
@@ -99,6 +100,7 @@ class Report:
 
     def figure(self, fig, key: str):
         """Save ``fig`` as PNG and PDF with the provenance footer; returns the figure."""
+        # local: plotting loads matplotlib and torch, which reading or writing a results file must not need
         from rramlib.present.plotting import displayed_text_px
 
         footer = fig.text(0.01, 0.005, self.footer(), fontsize=5.5, color="#666666", ha="left", va="bottom", wrap=True)
@@ -125,16 +127,6 @@ class Report:
         }
         atomic_write(self.out_dir / f"{self.notebook}.json", json.dumps(payload, indent=1, default=_plain))
         return payload
-
-
-def load_results(out_dir: str | os.PathLike, notebook: str) -> dict:
-    """Read another notebook's results file (the claims page gathers them)."""
-    path = Path(out_dir) / f"{notebook}.json"
-    if not path.exists():
-        from rramlib.core.errors import RramlibError
-
-        raise RramlibError(f"no results for notebook {notebook!r} in {str(out_dir)!r}; run it first")
-    return json.loads(path.read_text())
 
 
 def runtime_table(out_dir: str | os.PathLike, skip: tuple[str, ...] = ()):

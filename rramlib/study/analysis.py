@@ -1,21 +1,20 @@
-"""Tidy tables from sweep results: accuracy per method and time, retained and recovered fractions."""
+"""Tidy tables from sweep results: accuracy per method and time, retained and recovered fractions, and the
+rankings and comparison sentences the book's prose quotes."""
 from __future__ import annotations
 
 import pandas as pd
 
+from rramlib.methods.compensation import MethodFacts
+from rramlib.core.errors import RramlibError
+from rramlib.core.times import format_time
+
 __all__ = ["FITTING", "fitting", "combine_sweeps", "to_frame", "accuracy_table", "drift_free_accuracy", "at_time",
            "method_summary", "recovered_per_chip", "time_table", "time_table_display", "pareto_table", "pareto_front",
-           "with_spread", "switch_jumps"]
+           "with_spread", "switch_jumps", "stats_at", "stats_wide", "ranking", "gaps_pp", "standing"]
 
-#: How each method gets its correction, by registry name: DoRA calibration trains on every chip in the field
-#: (online, per chip); the level-based methods are trained offline, once for all chips.
-FITTING = {
-    "none": "nothing fitted", "scale": "per chip: readouts at programming and at t",
-    "bn": "offline, per level, all chips", "lora": "offline, per level, all chips",
-    "vera_plus": "offline, per level, all chips", "dora": "online, per chip (in the field)",
-    "noise_aware": "offline, base weights", "offline_correction": "offline, per level, all chips",
-    "reprogram": "chip rewritten (upper line)",
-}
+#: How each method gets its correction, by registry name (the method class's ``fitting``): DoRA calibration trains
+#: on every chip in the field (online, per chip); the level-based methods are trained offline, once for all chips.
+FITTING = MethodFacts("fitting")
 
 
 def fitting(result: dict, method: str) -> str:
@@ -35,8 +34,6 @@ def combine_sweeps(main: dict, variants: dict) -> dict:
     the evaluation chips and the time grid, so the rows compare like with like; else RramlibError. Wall time
     and cache counts in the metadata add up over all sweeps.
     """
-    from rramlib.core.errors import RramlibError
-
     meta = main["metadata"]
     out_meta = {**meta, "methods": list(meta["methods"]), "method_info": dict(meta["method_info"])}
     records = list(main["records"])
@@ -98,8 +95,6 @@ def at_time(result: dict, label: str) -> pd.DataFrame:
     table = accuracy_table(result)
     rows = table[table["time_label"] == label]
     if rows.empty:
-        from rramlib.core.errors import RramlibError
-
         raise RramlibError(f"time {label!r} is not in this sweep's grid {sorted(set(table['time_label']))}")
     return rows.set_index("method")
 
@@ -204,8 +199,6 @@ def switch_jumps(table: pd.DataFrame, method: str, edges, before: float = 0.93, 
     ``table`` is an :func:`accuracy_table` evaluated at (or near) ``before·edge`` and ``after·edge``; the
     nearest evaluated times are used. One row per switch from ``level{k-1}`` to ``level{k}``.
     """
-    from rramlib.core.times import format_time
-
     acc = table[table["method"] == method].set_index("time_s")["mean"]
     nearest = lambda s: acc.loc[min(acc.index, key=lambda t: abs(t - s))]  # noqa: E731
     rows = []
@@ -214,3 +207,55 @@ def switch_jumps(table: pd.DataFrame, method: str, edges, before: float = 0.93, 
         rows.append({"edge": format_time(e), "from": f"level{k - 1}", "to": f"level{k}", "accuracy before": b,
                      "accuracy after": a, "change": a - b})
     return pd.DataFrame(rows, columns=["edge", "from", "to", "accuracy before", "accuracy after", "change"])
+
+
+def stats_at(tables, labels) -> pd.DataFrame:
+    """Mean, standard deviation over chips and retained fraction of several accuracy curves at a few times.
+
+    ``tables``: name -> the :func:`accuracy_table` rows of one curve (one preset, one scenario, ...);
+    ``labels``: key -> time label (the key names the time in glue keys, e.g. ``{"horizon": "1w"}``).
+    One row per curve and key, in the order given: ``name, key, time_label, mean, std, retained``.
+    """
+    rows = []
+    for name, table in tables.items():
+        at = table.set_index("time_label")
+        for key, label in labels.items():
+            rows.append({"name": name, "key": key, "time_label": label, "mean": at.loc[label, "mean"],
+                         "std": at.loc[label, "std"], "retained": at.loc[label, "retained"]})
+    return pd.DataFrame(rows, columns=["name", "key", "time_label", "mean", "std", "retained"])
+
+
+def stats_wide(stats: pd.DataFrame, column: str, *, names=None, extra=None,
+               header: str = "{what} {label}") -> pd.DataFrame:
+    """:func:`stats_at` as one row per curve: ``column`` (the curve's name, or ``names[name]``), the ``extra``
+    columns, then for each time ``header`` with ``what`` = mean, std and "% of drift-free" (100 × retained)."""
+    rows: dict = {}
+    for r in stats.itertuples(index=False):
+        row = rows.setdefault(r.name, {column: (names or {}).get(r.name, r.name), **(extra or {})})
+        row[header.format(what="mean", label=r.time_label)] = r.mean
+        row[header.format(what="std", label=r.time_label)] = r.std
+        row[header.format(what="% of drift-free", label=r.time_label)] = 100 * r.retained
+    return pd.DataFrame(list(rows.values()))
+
+
+def ranking(values, label=str, missing: str = "not recorded") -> str:
+    """``"A 0.912; B 0.897; ..."``: methods by accuracy, best first (``label`` names them; a ``None`` value is
+    left out); ``missing`` when nothing is left."""
+    ranked = sorted(((v, m) for m, v in values.items() if v is not None), reverse=True)
+    return "; ".join(f"{label(m)} {v:.3f}" for v, m in ranked) or missing
+
+
+def gaps_pp(values, pairs) -> dict:
+    """``{(a, b): 100 × (values[a] − values[b])}``, the lead of ``a`` over ``b`` in percentage points, for each
+    pair; NaN where either value is missing (``None``)."""
+    return {(a, b): 100 * (values[a] - values[b]) if values.get(a) is not None and values.get(b) is not None
+            else float("nan") for a, b in pairs}
+
+
+def standing(subject: str, other: str, lead_pp: float, missing: str = "not recorded") -> str:
+    """How ``subject`` stands against ``other``, whose lead over it is ``lead_pp`` (from :func:`gaps_pp`):
+    "<subject> stays below <other>" for a positive lead, else "<subject> matches or beats <other>"; ``missing``
+    for NaN."""
+    if lead_pp != lead_pp:
+        return missing
+    return f"{subject} stays below {other}" if lead_pp > 0 else f"{subject} matches or beats {other}"

@@ -26,15 +26,18 @@ Nothing here is imported by rramlib unless a cluster is asked for (``--workers``
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from rramlib.core.cache import Cache, config_hash
+from rramlib.core.cache import Cache, default_cache_dir, source_digest
 from rramlib.core.errors import RramlibError
 from rramlib.core.files import temporary_environ
 from rramlib.methods.schedule import log_windows
+from rramlib.core.numerics import numeric_environment
+from rramlib.study.experiments import chip_accuracies, fit_level, prepare, run_sweep as run_in_process
 
 __all__ = ["connect", "fill_cache", "local_cluster", "require_cache", "run_sweep", "slurm_cluster"]
 
@@ -144,8 +147,6 @@ _EXPERIMENTS_LOCK = threading.Lock()
 
 def _experiment(config, schedule, cache_root: str, data_root: str | None, download: bool):
     """This worker's :class:`~rramlib.study.experiments.Experiment` of ``config`` (built once per process)."""
-    from rramlib.study.experiments import prepare
-
     key = repr((dataclasses.replace(config, methods=("none",)), schedule and schedule.edges, cache_root, data_root))
     with _EXPERIMENTS_LOCK:
         if key not in _EXPERIMENTS:
@@ -161,8 +162,6 @@ def _base_task(*args) -> str:
 
 def _level_task(*args, method: str, level: int, after=None) -> tuple[str, int]:
     """Train drift level ``level`` of the per-level ``method`` (or find it in the cache), in a fresh method."""
-    from rramlib.study.experiments import fit_level
-
     exp = _experiment(*args)
     fit_level(args[0].method(method), exp.ctx, exp.fit_key, Cache(args[2]), level)
     return method, level
@@ -177,8 +176,6 @@ def _fit_task(*args, method: str, after=None) -> str:
 
 def _eval_task(*args, method: str, seed: int, after=None) -> tuple[str, int]:
     """Accuracy of evaluation chip ``seed`` under ``method`` over the time grid, into the cache."""
-    from rramlib.study.experiments import chip_accuracies
-
     config, cache = args[0], Cache(args[2])
     exp = _experiment(*args)
     chip_accuracies(exp, config, exp.fit(method, config, cache), seed, cache)
@@ -187,22 +184,32 @@ def _eval_task(*args, method: str, seed: int, after=None) -> tuple[str, int]:
 
 def _assemble_task(config, schedule, cache_root, data_root, download) -> dict:
     """The sweep's records, read from the cache by the in-process runner (on a worker: it has the data)."""
-    from rramlib.study.experiments import run_sweep as run_in_process
-
     return run_in_process(config, schedule=schedule, data_root=data_root, download=download,
                           cache=Cache(cache_root), progress=False)
 
 
 # ------------------------------------------------------------------ the client side
-def _check_same_sources(client) -> None:
-    """Fail unless every worker imports rramlib with the client's source digest (cache keys depend on it)."""
-    from rramlib.core.cache import source_digest
+def _worker_identity() -> tuple[str, dict]:
+    """What a worker's cache keys depend on besides the configuration: the code the tasks run (the import
+    closure of this module, which runs them: :func:`rramlib.core.cache.source_digest`) and its numeric
+    environment (:func:`rramlib.core.numerics.numeric_environment`)."""
+    return source_digest((__name__.split(".", 1)[1],)), numeric_environment()
 
-    ours = source_digest()
-    for worker, digest in client.run(source_digest).items():
+
+def _check_same_sources(client) -> None:
+    """Fail unless every worker imports the code the tasks run as this process has it, and all workers compute
+    in one numeric environment (torch version, threads, instruction cap): cache keys depend on both, and a
+    worker that keyed its results otherwise would hand nothing over to the others."""
+    ours = _worker_identity()[0]
+    first = None
+    for worker, (digest, numerics) in client.run(_worker_identity).items():
         if digest != ours:
             raise RramlibError(f"worker {worker} runs other rramlib sources than this process (digest {digest[:12]} "
                                f"vs {ours[:12]}); every worker must import the same rramlib")
+        if first is not None and numerics != first[1]:
+            raise RramlibError(f"workers {first[0]} and {worker} compute in another numeric environment ({first[1]} "
+                               f"vs {numerics}); give every worker the same torch version, threads and instruction cap")
+        first = first or (worker, numerics)
 
 
 def fill_cache(client, config, cache: Cache, *, schedule=None, data_root: str | None = None, download: bool = False,
@@ -219,7 +226,7 @@ def fill_cache(client, config, cache: Cache, *, schedule=None, data_root: str | 
     _check_same_sources(client)
     root = str(Path(cache.root).resolve())
     args = (config, schedule, root, data_root, download)
-    tag = config_hash({"sweep": repr(config), "schedule": repr(schedule and schedule.edges), "cache": root})[:12]
+    tag = hashlib.sha256(repr((config, schedule and schedule.edges, root)).encode()).hexdigest()[:12]
     n_levels = (schedule or log_windows(config.resolved_profile().levels)).num_levels
     base = client.submit(_base_task, *args, key=f"base-{tag}", pure=False)
     levels = {m: [client.submit(_level_task, *args, method=m, level=k, after=base, key=f"level-{m}-{k}-{tag}",
@@ -243,8 +250,6 @@ def run_sweep(config, client, *, schedule=None, data_root: str | None = None, do
     After :func:`fill_cache`, one last task on a worker runs the in-process sweep, which finds every result
     in the cache and assembles the records (so this process needs neither the data nor a GPU).
     """
-    from rramlib.core.cache import default_cache_dir
-
     cache = cache or Cache(default_cache_dir())
     fill_cache(client, config, cache, schedule=schedule, data_root=data_root, download=download, progress=progress)
     root = str(Path(cache.root).resolve())

@@ -11,105 +11,35 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-import torch
+import numpy as np
 from tqdm import tqdm
 
-from rramlib.core.cache import Cache, config_hash, source_digest
-from rramlib.methods.compensation import METHODS, FitContext, Method, check_method, make_method
+from rramlib.core.cache import Cache, config_hash
+from rramlib.core.config import Config
+from rramlib.methods.compensation import FitContext, Method, check_method, make_method
 from rramlib.device.crossbar import CROSSBARS, make_crossbar
-from rramlib.nn.data import DatasetSplits, as_tensors, load_dataset
-from rramlib.device.drift import PRESETS, make_drift_model
-from rramlib.core.errors import RramlibError, check_choice, check_int
+from rramlib.device.drift import DEFAULT_PRESET, PRESETS, make_drift_model
+from rramlib.core.errors import RramlibError, check_int
 from rramlib.nn.evaluate import accuracy
-from rramlib.device.mapping import Mapping
-from rramlib.nn.models import build_model
-from rramlib.study.profiles import EVAL_CHIP_BASE, PROFILES, Profile, get_profile, resolve_device
+from rramlib.device.mapping import MAPPING_KINDS, Mapping
+from rramlib.core.torchutil import resolve_device
+from rramlib.study.base_model import BaseModel, device_test_set, train_base_model
+from rramlib.study.profiles import PROFILES, Profile, get_profile
 from rramlib.core.provenance import run_metadata
-from rramlib.methods.schedule import Schedule, log_windows
-from rramlib.core.seeding import eval_chips, validation_chips
+from rramlib.methods.schedule import T_END, T_START, Schedule, log_windows
+from rramlib.core.seeding import eval_chips
 from rramlib.core.times import parse_time
-from rramlib.nn.train import train
 
 __all__ = [
-    "EVAL_CHIP_BASE", "METHODS", "PROFILES", "Profile", "SweepConfig", "BaseModel",
-    "get_profile", "model_config", "model_key", "train_base_model", "run_sweep", "run_metadata", "Experiment",
-    "prepare", "fit_method", "fit_level", "chip_accuracies", "greedy_schedule", "switching_times",
+    "SweepConfig", "run_sweep", "Experiment",
+    "prepare", "fit_method", "fit_level", "chip_accuracies", "crossbar_sweep", "switching_times",
 ]
 
 
-#: The modules a trained base model depends on (with what they import): its cache key follows only their
-#: code, so the hour-long study-scale training survives edits of the methods, the sweeps or the book.
-MODEL_SOURCES = ("nn.data", "nn.models", "nn.train")
-
-
-@dataclass
-class BaseModel:
-    """A trained software model with its data and its drift-free test accuracy."""
-
-    model: torch.nn.Module
-    splits: DatasetSplits
-    accuracy: float
-    history: dict
-    key: str
-
-
-def model_config(profile: Profile, splits: DatasetSplits) -> dict:
-    """What a profile's trained base model is cached under (with the code of :data:`MODEL_SOURCES`): data, model,
-    seeds and training, and for a dataset read from a lossy re-encoding (``splits``' source) which pixels it holds.
-    :func:`train_base_model` and :mod:`rramlib.nn.ddp` (the same model trained data-parallel) share it."""
-    config = {
-        "dataset": profile.dataset, "model": profile.model, "data_seed": profile.data_seed,
-        "model_seed": profile.model_seed, "n_calib": profile.n_calib,
-        "train": dataclasses.asdict(profile.train),
-    }
-    source = splits.info.get("source", {})
-    if source.get("format", "python pickles") != "python pickles":  # same name, other pixels (a lossy re-encoding)
-        config["data_source"] = source.get("file_list_sha256", source["format"])
-    return config
-
-
-def model_key(profile: Profile, splits: DatasetSplits) -> str:
-    """The cache key (kind ``"model"``) of the profile's trained base model: :func:`model_config` and the code of
-    :data:`MODEL_SOURCES`."""
-    return config_hash(model_config(profile, splits), sources=source_digest(modules=MODEL_SOURCES))
-
-
-def train_base_model(
-    profile: Profile, *, data_root: str | None = None, download: bool = False,
-    cache: Cache | None = None, progress: bool = True, num_workers: int = 0,
-) -> BaseModel:
-    """Load the profile's data and train (or load from the cache) its base model.
-
-    ``num_workers``: DataLoader worker processes for training (the result does not depend on it)."""
-    cache = cache or Cache(None)
-    device = resolve_device(profile.device)
-    splits = load_dataset(profile.dataset, data_root, download=download, seed=profile.data_seed,
-                          n_calib=profile.n_calib, n_test=profile.n_test, cache=cache)
-    config = model_config(profile, splits)
-    model = build_model(profile.model, num_classes=splits.num_classes, in_channels=splits.in_channels,
-                        seed=profile.model_seed)
-
-    def fit() -> dict:
-        start = time.perf_counter()
-        history = train(model, splits, profile.train, progress=progress, device=str(device), num_workers=num_workers)
-        history["wall_seconds"] = time.perf_counter() - start
-        return {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "history": history}
-
-    entry = cache.get_or_compute("model", config, fit, sources=source_digest(modules=MODEL_SOURCES))
-    model.load_state_dict(entry["state_dict"])
-    model.to(device).eval()
-    acc = accuracy(model, _test_tensors(splits, device), device=str(device))
-    return BaseModel(model, splits, acc, entry["history"], config_hash(config))
-
-
-def _test_tensors(splits: DatasetSplits, device: torch.device):
-    x, y = as_tensors(splits.test)
-    return x.to(device), y.to(device)
-
-
 @dataclass(frozen=True)
-class SweepConfig:
+class SweepConfig(Config):
     """One drift sweep: a preset on a profile's model, over times x chips, for some methods.
 
     ``crossbar`` names the periphery (:data:`rramlib.device.crossbar.CROSSBARS`) the *evaluation* chips are read
@@ -117,24 +47,38 @@ class SweepConfig:
     ``"ideal"`` (the default) is the exact product and leaves every cache key as it was.
     """
 
-    profile: str = "quick"
-    preset: str = "relative_gaussian"
-    methods: tuple[str, ...] = ("none",)
-    drift_params: dict = field(default_factory=dict)
-    method_params: dict = field(default_factory=dict)
-    mapping: str | None = None
-    per_channel: bool = False
-    n_conductance_states: int | None = None
-    times: tuple[str, ...] | None = None
-    chips: int | None = None
-    levels: int | None = None
-    profile_overrides: dict = field(default_factory=dict)
-    crossbar: str = "ideal"
+    owner: ClassVar[str] = ""
+    profile: str = field(default="quick", metadata={
+        "help": "what to train and evaluate: dataset, model, times, chips (see `rramlib profiles`)",
+        "choices": PROFILES})
+    preset: str = field(default=DEFAULT_PRESET, metadata={
+        "help": "drift model of the chips (see `rramlib presets`)", "choices": PRESETS})
+    methods: tuple[str, ...] = field(default=("none",), metadata={
+        "help": "compensation methods to fit and evaluate (see `rramlib methods`)"})
+    drift_params: dict = field(default_factory=dict, metadata={
+        "help": "the preset's parameters by name, e.g. {\"drift_scale\": 2.0} (see `rramlib presets`)"})
+    method_params: dict = field(default_factory=dict, metadata={
+        "help": "methods' hyper-parameters, {method: {name: value}}, over the profile's (see `rramlib methods`)"})
+    mapping: str | None = field(default=None, metadata={
+        "help": "weight-to-conductance mapping (default: the profile's, else the preset's)", "choices": MAPPING_KINDS})
+    per_channel: bool = field(default=False, metadata={
+        "help": "scale weights per output channel instead of per layer"})
+    n_conductance_states: int | None = field(default=None, metadata={
+        "help": "quantise conductances to this many equally spaced states (default: continuous)"})
+    times: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "times after programming, e.g. 1s or 10y (default: the profile's grid)"})
+    chips: int | None = field(default=None, metadata={"help": "number of evaluation chips (default: the profile's)"})
+    levels: int | None = field(default=None, metadata={
+        "help": "number of drift levels K, the time windows per-level methods fit (default: the profile's)"})
+    profile_overrides: dict = field(default_factory=dict, metadata={
+        "help": "profile fields to replace, by name (see rramlib.study.profiles.Profile)"})
+    crossbar: str = field(default="ideal", metadata={
+        "help": "periphery the evaluation chips are read through (see rramlib.device.crossbar)",
+        "choices": CROSSBARS})
 
-    def __post_init__(self):
-        # Every check here is cheap and runs before data loading or training.
-        check_choice("preset", self.preset, PRESETS)
-        check_choice("crossbar", self.crossbar, CROSSBARS)
+    def _validate(self) -> None:
+        # Every check here is cheap and runs before data loading or training; names and types are checked
+        # before (Config.validate: each field's declared type and choices).
         if not self.methods:
             raise RramlibError("give at least one method")
         for m in self.methods:
@@ -194,11 +138,39 @@ def chip_accuracies(exp: "Experiment", config: SweepConfig, method: Method, seed
     """
     device = resolve_device(exp.profile.device)
     times = [parse_time(t) for t in exp.profile.times]
-    test = test if test is not None else _test_tensors(exp.base.splits, device)
+    test = test if test is not None else device_test_set(exp.base.splits, device)
     key = {**exp.fit_key, **method.config(), "times": times, "chip_seed": seed, **config.crossbar_key()}
     batch = exp.profile.eval_batch_size
     return cache.get_or_compute("sweep", key, lambda: {"accuracy": _evaluate_chip(method, seed, times, test, device,
                                                                                    batch)})["accuracy"]
+
+
+def crossbar_sweep(method, crossbars: dict, times: dict, chips, data) -> list[dict]:
+    """Accuracy of a fitted method's evaluation chips read through each crossbar, at each time.
+
+    ``method``: a fitted :class:`~rramlib.methods.compensation.Method`; ``crossbars``: label ->
+    :class:`~rramlib.device.crossbar.Crossbar` or preset name; ``times``: label -> seconds; ``chips``: evaluation
+    chip seeds; ``data``: an ``(x, y)`` pair.
+    The method is fitted once; only the periphery of its chips changes (restored afterwards). Returns one
+    record per (crossbar, chip, time) with the accuracy.
+    """
+    crossbars = {label: make_crossbar(xb) for label, xb in crossbars.items()}  # all checked before any work
+    analog = method.analog_
+    if analog is None:
+        raise RramlibError(f"method {method.name!r} is not fitted; call fit(ctx) first")
+    previous = analog.crossbar
+    records = []
+    try:
+        for label, xb in crossbars.items():
+            analog.set_crossbar(xb)
+            for seed in chips:
+                for time_label, t in times.items():
+                    records.append({"crossbar": label, "method": method.name, "chip_seed": seed,
+                                    "time_label": time_label, "time_s": t,
+                                    "accuracy": accuracy(method.at(seed, t), data)})
+    finally:
+        analog.set_crossbar(previous)
+    return records
 
 
 @dataclass
@@ -312,7 +284,7 @@ def run_sweep(
     device = resolve_device(profile.device)
     drift = ctx.drift
     times = [parse_time(t) for t in profile.times]
-    test = _test_tensors(base.splits, device)
+    test = device_test_set(base.splits, device)
     records = [{"method": "drift_free", "preset": config.preset, "time_s": None, "time_label": None,
                 "chip_seed": None, "accuracy": base.accuracy, "level": None, "storage_bytes": 0, "extra_macs": 0}]
     methods_meta = {}
@@ -340,55 +312,17 @@ def run_sweep(
         methods=list(config.methods), method_info=methods_meta, schedule=schedule.describe(), crossbar=config.crossbar,
         chip_seeds=config.chip_seeds(), drift_free_accuracy=base.accuracy,
         data_source=base.splits.info.get("source"),
-        config_hash=config_hash(fit_key), base_model_key=base.key,
+        config_hash=config_hash(fit_key, "fit"), base_model_key=base.key,
         cache={"hits": cache.hits, "misses": cache.misses},
         wall_time_s=round(time.perf_counter() - start, 3),
     )
     return {"metadata": metadata, "records": records}
 
 
-def greedy_schedule(
-    config: SweepConfig, tolerance: float, *, candidates=None, n_chips: int = 2, data_root: str | None = None,
-    cache: Cache | None = None,
-) -> tuple[Schedule, list[dict]]:
-    """VeRA+ drift levels grown greedily (:func:`rramlib.methods.schedule.greedy_windows`) for ``config``.
-
-    The quality of a window ``(lo, hi)`` is the accuracy at ``hi`` on the validation split of one VeRA+ set
-    fitted for the whole window (on training chips, cached like any fit), mean over ``n_chips`` validation
-    chips (:func:`~rramlib.core.seeding.validation_chips`, held out from training and evaluation), minus the
-    drift-free validation accuracy: windows are chosen without the training chips' own drift, the evaluation
-    chips or the test set. ``candidates`` defaults to the study's time grid. Returns the schedule and one
-    record per window tried.
-    """
-    from rramlib.methods.schedule import greedy_windows
-    from rramlib.core.times import TIME_GRID, format_time
-    from rramlib.study.tuning import validation_accuracies
-
-    chips = list(validation_chips(n_chips))  # checked before any training
-    exp = prepare(config, data_root=data_root, cache=cache)
-    val = as_tensors(exp.base.splits.val)
-    free_val = accuracy(exp.base.model, val)
-    calls = []
-
-    def quality(lo: float, hi: float) -> float:
-        method = prepare(config, schedule=Schedule((lo, hi)), data_root=data_root, cache=cache).fit(
-            "vera_plus", config, cache)
-        score = float(validation_accuracies(method, val, chips, [hi]).mean()) - free_val
-        calls.append({"window": f"{format_time(lo)}–{format_time(hi)}", "accuracy - drift-free (val)": score})
-        return score
-
-    schedule = greedy_windows(quality, sorted(candidates or TIME_GRID.values()), tolerance)
-    return schedule, calls
-
-
 def switching_times(schedule: Schedule, labels, points: int) -> tuple[str, ...]:
     """A time grid to watch a schedule switch: ``points`` log-spaced times over [1 s, 10 y], the times of
     ``labels``, and 0.93x and 1.07x of every inner window edge. Grid times keep their labels, the others
     become ``"%.6g"`` seconds."""
-    import numpy as np
-
-    from rramlib.methods.schedule import T_END, T_START
-
     grid = {parse_time(t): t for t in reversed(list(labels))}
     dense = set(np.geomspace(T_START, T_END, points).tolist()) | set(grid)
     dense |= {e * f for e in schedule.edges[1:-1] for f in (0.93, 1.07)}

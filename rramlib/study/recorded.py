@@ -10,14 +10,16 @@ the identity of the code that computed them.
 **Stale** (:meth:`Recorded.reasons`): a recorded result no longer matches the code when any of these
 differs from what was recorded --
 
-* a source file of the package that computes results: every ``*.py`` / ``*.csv`` of rramlib that enters
-  :func:`rramlib.core.cache.source_digest` (the cache's code identity: all but the presentation layer), less
-  :data:`DISPLAY_ONLY`, the two modules that only show recorded results and claims;
+* the code that computed it (:func:`code_files`): the import closures (:func:`rramlib.core.cache.module_closure`)
+  of the modules that compute every kind of cached result (:data:`rramlib.core.cache.KINDS`: the trained model,
+  the fits, the sweeps ...) and of the package modules the recorded notebooks import, except those that show
+  results: the layers above the study (:data:`SHOWING_LAYERS`) and the modules that read a record (this one
+  and every module that imports it, e.g. the claims table);
 * the code cells of the notebook that produced the number (markdown prose does not count);
 * any field of the profile's configuration (:func:`profile_config`);
 * a recorded file's SHA-256 against the one in ``provenance.json`` (a hand-edited or half-written record).
 
-The reasons name the changed files, notebooks and fields. The data are not part of the verdict (they are
+The reasons name the changed modules, notebooks and fields. The data are not part of the verdict (they are
 not on every machine); their file-list hash is provenance.
 """
 from __future__ import annotations
@@ -31,8 +33,14 @@ import subprocess
 from pathlib import Path
 
 from rramlib.core.errors import RramlibError
+from rramlib import __version__
+from rramlib.core.cache import KINDS, imported_modules, module_closure
+from rramlib.core.cache import code_files as module_files
+from rramlib.core.files import atomic_write
+from rramlib.study.profiles import PROFILES, get_profile
+from rramlib.study.scope import chapter_profile
 
-__all__ = ["DISPLAY_ONLY", "RECORDED_DIR", "SHIPPED_CACHE", "STUDY_PROFILE", "Recorded", "code_files", "load",
+__all__ = ["RECORDED_DIR", "SHOWING_LAYERS", "SHIPPED_CACHE", "STUDY_PROFILE", "Recorded", "code_files", "load",
            "notebook_code_digest", "seed_cache",
            "profile_config", "record", "recorded_inputs", "regenerate_command"]
 
@@ -43,8 +51,13 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 RECORDED_DIR = REPO_ROOT / "recorded"
 #: The profile whose recorded build the default book shows.
 STUDY_PROFILE = "cifar"
-#: Package files that only display recorded results; editing them never makes a record stale.
-DISPLAY_ONLY = ("study/recorded.py", "study/claims.py")
+#: The layers of the package above the study (tests/test_layers.py: no computation imports them):
+#: they show results; a notebook's imports from them do not enter a record's code.
+SHOWING_LAYERS = ("present", "book", "cli")
+#: This module, by its name in the package: a module that imports it reads records, it did not compute them.
+_READER = __name__.split(".", 1)[1]
+#: How many changed modules a staleness reason names (then a count).
+_NAMED = 10
 PROVENANCE = "provenance.json"
 #: the console output of the first, uncached build, kept beside a record when the recording run was a cached one
 COLD_BUILD = "cold_build_times.txt"
@@ -60,20 +73,33 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def code_files(package_dir: str | os.PathLike = PACKAGE_DIR, display: bool = False) -> dict[str, str]:
-    """SHA-256 of every package file that enters :func:`rramlib.core.cache.source_digest`, by package-relative
-    path; with ``display=False`` (the staleness check) less :data:`DISPLAY_ONLY`."""
-    from rramlib.core.cache import PRESENTATION_ONLY
+def _computes(module: str, package_dir: Path) -> bool:
+    """Whether a package module a notebook imports computes what the notebook records (see :func:`code_files`)."""
+    return module.split(".")[0] not in SHOWING_LAYERS and _READER not in module_closure((module,), package_dir)
 
-    root = Path(package_dir)
-    files = {}
-    for path in sorted(p for ext in ("*.py", "*.csv") for p in root.rglob(ext) if "__pycache__" not in p.parts):
-        rel = path.relative_to(root).as_posix()
-        if any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in PRESENTATION_ONLY):
-            continue
-        if display or rel not in DISPLAY_ONLY:
-            files[rel] = _sha256(path.read_bytes())
-    return files
+
+def _dotted(module: str) -> str:
+    """A package-relative module name as Python spells it (``""`` is the package itself)."""
+    return f"rramlib.{module}" if module else "rramlib"
+
+
+def code_files(package_dir: str | os.PathLike = PACKAGE_DIR, notebooks=()) -> dict[str, str]:
+    """SHA-256 of every package file whose code computes a record's results, by dotted module name
+    (:func:`rramlib.core.cache.code_files`): the closures of the modules of every cache kind
+    (:data:`rramlib.core.cache.KINDS`) and of the package modules the code cells of ``notebooks`` (paths)
+    import, less those that only show results (:data:`SHOWING_LAYERS`, and the readers of records)."""
+    package_dir = Path(package_dir)
+    modules = {m for computed_by in KINDS.values() for m in computed_by}
+    for path in notebooks:
+        for cell in json.loads(Path(path).read_text(encoding="utf-8"))["cells"]:
+            if cell["cell_type"] == "code":
+                source = cell["source"]
+                try:
+                    imported = imported_modules("".join(source) if isinstance(source, list) else source, package_dir)
+                except SyntaxError as exc:
+                    raise RramlibError(f"cannot read the imports of notebook {str(path)!r}: {exc}") from None
+                modules |= {m for m in imported if _computes(m, package_dir)}
+    return module_files(tuple(sorted(modules)), package_dir)
 
 
 def notebook_code_digest(path: str | os.PathLike) -> str:
@@ -90,8 +116,6 @@ def notebook_code_digest(path: str | os.PathLike) -> str:
 
 def profile_config(profile: str) -> dict:
     """The profile's full configuration (:class:`rramlib.study.profiles.Profile`, nested) as plain JSON values."""
-    from rramlib.study.profiles import get_profile
-
     return json.loads(json.dumps(dataclasses.asdict(get_profile(profile)), default=str))
 
 
@@ -131,12 +155,6 @@ def record(profile: str, results_dir: str | os.PathLike, dest: str | os.PathLike
     are written atomically, the provenance last (it holds every file's SHA-256, so a half-done record reads
     stale).
     """
-    from rramlib import __version__
-    from rramlib.study.scope import chapter_profile
-    from rramlib.core.cache import source_digest
-    from rramlib.core.files import atomic_write
-    from rramlib.study.profiles import PROFILES
-
     if profile not in PROFILES:
         raise RramlibError(f"unknown profile {profile!r}; known: {sorted(PROFILES)}")
     results_dir, notebooks_dir = Path(results_dir), Path(notebooks_dir)
@@ -165,7 +183,7 @@ def record(profile: str, results_dir: str | os.PathLike, dest: str | os.PathLike
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "rramlib_version": __version__,
         "data_sources": [json.loads(s) for s in sorted(sources)],
-        "code": {"source_digest": source_digest(), "files": code_files()},
+        "code": {"files": code_files(notebooks=[notebooks_dir / f"{n}.ipynb" for n in notebooks])},
         "notebooks": {n: {"results_sha256": _sha256(raw[n]), "code_sha256": notebook_code_digest(
             notebooks_dir / f"{n}.ipynb"), "runtime_s": r.get("runtime_s"), "cpu_s": r.get("cpu_s"),
             "peak_rss_mb": r.get("peak_rss_mb"), "builder_wall_s": (builder.get(n) or {}).get("executed_seconds"),
@@ -190,8 +208,6 @@ def seed_cache(profile: str, cache_dir: str | os.PathLike, folder: str | os.Path
     computation would run; a damaged one fails its checksum on reading and is computed again. To train the base
     model from scratch, delete the record's ``cache/`` folder (or the copied entry) before building.
     """
-    from rramlib.core.files import atomic_write
-
     source = (Path(folder) if folder is not None else RECORDED_DIR / profile) / SHIPPED_CACHE
     copied = []
     for path in sorted(source.glob("*/*.pt")) if source.is_dir() else ():
@@ -227,12 +243,15 @@ class Recorded:
         if not self.exists:
             return []
         prov, found = self.provenance, list(self.integrity)
-        then, now = prov["code"]["files"], code_files(self.package_dir)
-        changed = sorted(f for f in then.keys() & now.keys() if then[f] != now[f])
-        changed += [f"{f} (new)" for f in sorted(now.keys() - then.keys())]
-        changed += [f"{f} (removed)" for f in sorted(then.keys() - now.keys())]
+        shown = [self.notebooks_dir / f"{n}.ipynb" for n in sorted(prov["notebooks"])]
+        then = prov["code"]["files"]
+        now = code_files(self.package_dir, [path for path in shown if path.exists()])
+        changed = [_dotted(f) for f in sorted(then.keys() & now.keys()) if then[f] != now[f]]
+        changed += [f"{_dotted(f)} (new)" for f in sorted(now.keys() - then.keys())]
+        changed += [f"{_dotted(f)} (removed)" for f in sorted(then.keys() - now.keys())]
         if changed:
-            found.append("code changed: " + ", ".join(f"rramlib/{f}" for f in changed))
+            more = f" and {len(changed) - _NAMED} more" if len(changed) > _NAMED else ""
+            found.append("code changed: " + ", ".join(changed[:_NAMED]) + more)
         try:
             current = _flat(profile_config(self.profile))
         except RramlibError:
@@ -328,75 +347,6 @@ class Recorded:
                 rows.insert(-1, ("first, uncached build", f"wall time per notebook in recorded/{self.profile}/"
                                  f"{COLD_BUILD} (the recording run may have read results from the cache)"))
         return pd.DataFrame(rows, columns=["recorded build", "value"])
-
-    # -------------------------------------------------------------------------------- comparison notebook
-    def comparison_table(self, t1, methods, times):
-        """T1 beside its recorded counterpart: accuracy and retained % per method and time, this build's
-        numbers (``t1``: :func:`rramlib.study.analysis.time_table`) next to the recorded ones."""
-        import pandas as pd
-
-        from rramlib.study.analysis import with_spread
-        from rramlib.present.plotting import METHOD_LABELS
-
-        rec = self.table("03_comparison", "T1_accuracy")
-        stale = " (STALE)" if self.stale("03_comparison") else ""
-        sides = (("this build", t1, ""), (self.column(), rec, stale))
-        rows = []
-        for m in methods:
-            for t in times:
-                row = {"method": METHOD_LABELS.get(m, m), "time": t}
-                for what, mean, std, fmt, factor in (("accuracy", "acc_mean", "acc_std", "{:.3f}", 1),
-                                                     ("retained %", "retained", "retained_std", "{:.1f}", 100)):
-                    for who, frame, mark in sides:
-                        sub = None if frame is None else frame[(frame["method"] == m) & (frame["time"] == t)]
-                        row[f"{who}: {what}"] = ("not recorded" if sub is None or sub.empty else
-                                                 with_spread(factor * sub.iloc[0][mean], factor * sub.iloc[0][std],
-                                                             fmt) + mark)
-                rows.append(row)
-        return pd.DataFrame(rows)
-
-    def figures(self, methods) -> dict:
-        """F4 (accuracy over ten years per method) and F9 (accuracy against storage) drawn from the recorded
-        comparison notebook, titled with the record's commit and STALE where stale; ``{}`` when not recorded."""
-        from rramlib.present.plotting import pareto_plot
-
-        curves, pareto = self.table("03_comparison", "F4_accuracy"), self.table("03_comparison", "F9_pareto")
-        free = self.number("03_comparison", "drift_free_acc")
-        params = self.results.get("03_comparison", {}).get("params", {})
-        mark = " — STALE" if self.stale("03_comparison") else ""
-        where = f"recorded, profile {self.profile}, commit {((self.provenance or {}).get('git_commit') or '?')[:10]}"
-        figs = {}
-        if curves is not None and free is not None:
-            figs["F4_study_scale"] = accuracy_curves(curves, free, [m for m in methods if m in set(curves["method"])],
-                                                     f"Accuracy vs time — {where}{mark}")
-        if pareto is not None and free is not None:
-            figs["F9_study_scale"] = pareto_plot(
-                pareto, free, xlabel="digital storage, all levels (bytes, fp32, log scale)",
-                ylabel=f"test accuracy at {params.get('pareto_time', '?')}",
-                title=f"Accuracy vs storage — {where}{mark}")
-        return figs
-
-
-def accuracy_curves(table, free: float, methods, title: str):
-    """Accuracy (mean ± std over chips) against time per method, with the drift-free line: F4's view of a
-    table with the columns of :func:`rramlib.study.analysis.accuracy_table`."""
-    import matplotlib.pyplot as plt
-
-    from rramlib.present.plotting import FIG_WIDTH, METHOD_LABELS, METHOD_MARKERS, column_layout, method_color, time_axis
-
-    fig, ax = plt.subplots(figsize=(FIG_WIDTH, 0.6 * FIG_WIDTH))
-    for m in methods:
-        d = table[table["method"] == m].sort_values("time_s")
-        ax.plot(d["time_s"], d["mean"], marker=METHOD_MARKERS.get(m, "o"), color=method_color(m),
-                lw=2.2 if m.startswith("vera_plus") else 1.5, label=METHOD_LABELS.get(m, m), zorder=3)
-        ax.fill_between(d["time_s"], d["mean"] - d["std"], d["mean"] + d["std"], color=method_color(m), alpha=0.15,
-                        lw=0)
-    ax.axhline(free, color="black", ls="--", lw=1.2, label="drift-free")
-    grid = table.drop_duplicates("time_label").sort_values("time_s")
-    time_axis(ax, dict(zip(grid["time_label"], grid["time_s"])))
-    ax.set_ylabel("test accuracy")
-    handles, labels = ax.get_legend_handles_labels()
-    return column_layout(fig, title, handles, labels)
 
 
 def load(profile: str = STUDY_PROFILE, folder: str | os.PathLike | None = None, *,

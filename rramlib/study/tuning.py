@@ -14,6 +14,9 @@ The protocol (our choice; the study's texts do not describe how its baselines we
    read, so the choice cannot leak into the reported numbers.
 4. **Choice.** The highest score; a tie goes to the earlier candidate (so the result is deterministic and
    a default listed first wins ties).
+
+The drift levels themselves are chosen the same way: :func:`greedy_schedule` grows VeRA+'s windows on the
+validation split read through validation chips.
 """
 from __future__ import annotations
 
@@ -31,10 +34,12 @@ from rramlib.nn.data import as_tensors
 from rramlib.core.errors import RramlibError, check_type
 from rramlib.nn.evaluate import accuracy
 from rramlib.core.seeding import EVAL_CHIP_BASE, VALIDATION_CHIP_BASE, validation_chips
-from rramlib.core.times import format_time, parse_time
+from rramlib.core.times import TIME_GRID, format_time, parse_time
+from rramlib.methods.schedule import Schedule, greedy_windows
+from rramlib.study.experiments import SweepConfig, fit_method, prepare
 
 __all__ = ["CRITERION", "TuningResult", "grid", "check_candidates", "validation_accuracies", "tune",
-           "tune_methods", "trained_methods", "describe", "default_candidates", "LR_FACTORS"]
+           "tune_methods", "trained_methods", "describe", "default_candidates", "LR_FACTORS", "greedy_schedule"]
 
 #: What :func:`tune` maximises (shown in the book next to the chosen values).
 CRITERION = "mean validation accuracy over validation chips x times"
@@ -153,8 +158,6 @@ def tune(
     :func:`rramlib.study.experiments.prepare` builds it), fits and scores are cached, so a candidate equal to a
     sweep's configuration reuses that sweep's fit. Everything is checked before the first fit.
     """
-    from rramlib.study.experiments import fit_method  # experiments imports this module's scorer
-
     candidates = check_candidates(name, candidates, base)
     base = dict(base or {})
     chips = list(validation_chips(n_chips))
@@ -197,8 +200,9 @@ def tune_methods(
 
 
 def trained_methods() -> list[str]:
-    """The methods that learn with a learning rate (every method :func:`default_candidates` can tune)."""
-    return [name for name, cls in METHODS.items() if "lr" in cls.default_params()]
+    """The methods that learn with a learning rate (fact ``trained`` of the method class: every method
+    :func:`default_candidates` can tune), in registry order."""
+    return [name for name, cls in METHODS.items() if cls.trained]
 
 
 def default_candidates(name: str, base: Mapping | None = None, factors: Sequence[float] = LR_FACTORS,
@@ -219,3 +223,34 @@ def default_candidates(name: str, base: Mapping | None = None, factors: Sequence
     if name == "bn" and params.get("finetune_steps", 0) == 0:
         return [{"finetune_steps": 0}] + [{"finetune_steps": finetune_steps, "lr": lr} for lr in lrs[1:]]
     return [{"lr": lr} for lr in lrs]
+
+
+# ------------------------------------------------------------------------------------- drift levels
+def greedy_schedule(
+    config: SweepConfig, tolerance: float, *, candidates=None, n_chips: int = 2, data_root: str | None = None,
+    cache: Cache | None = None,
+) -> tuple[Schedule, list[dict]]:
+    """VeRA+ drift levels grown greedily (:func:`rramlib.methods.schedule.greedy_windows`) for ``config``.
+
+    The quality of a window ``(lo, hi)`` is the accuracy at ``hi`` on the validation split of one VeRA+ set
+    fitted for the whole window (on training chips, cached like any fit), mean over ``n_chips`` validation
+    chips (:func:`~rramlib.core.seeding.validation_chips`, held out from training and evaluation), minus the
+    drift-free validation accuracy: windows are chosen without the training chips' own drift, the evaluation
+    chips or the test set. ``candidates`` defaults to the study's time grid. Returns the schedule and one
+    record per window tried.
+    """
+    chips = list(validation_chips(n_chips))  # checked before any training
+    exp = prepare(config, data_root=data_root, cache=cache)
+    val = as_tensors(exp.base.splits.val)
+    free_val = accuracy(exp.base.model, val)
+    calls = []
+
+    def quality(lo: float, hi: float) -> float:
+        method = prepare(config, schedule=Schedule((lo, hi)), data_root=data_root, cache=cache).fit(
+            "vera_plus", config, cache)
+        score = float(validation_accuracies(method, val, chips, [hi]).mean()) - free_val
+        calls.append({"window": f"{format_time(lo)}–{format_time(hi)}", "accuracy - drift-free (val)": score})
+        return score
+
+    schedule = greedy_windows(quality, sorted(candidates or TIME_GRID.values()), tolerance)
+    return schedule, calls

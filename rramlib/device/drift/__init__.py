@@ -24,13 +24,17 @@ from rramlib.device.drift.ibm_pcm import IbmPcm
 from rramlib.device.drift.measured import NEURRAM_CSV, DriftTable, Measured, neurram_table
 from rramlib.device.drift.relative_gaussian import RelativeGaussian
 
-__all__ = ["DriftModel", "PRESETS", "make_drift_model", "preset_parameters", "RelativeGaussian", "IbmCmoReram",
-           "IbmPcm", "Measured", "DriftTable", "neurram_table", "NEURRAM_CSV"]
+__all__ = ["DEFAULT_PRESET", "DriftModel", "PRESETS", "make_drift_model", "preset_parameters", "RelativeGaussian",
+           "IbmCmoReram", "IbmPcm", "Measured", "DriftTable", "neurram_table", "NEURRAM_CSV"]
 
 #: preset name -> class
 PRESETS: dict[str, type[DriftModel]] = {
     cls.name: cls for cls in (RelativeGaussian, IbmCmoReram, IbmPcm, Measured)
 }
+
+#: The preset used where none is named: by :class:`rramlib.study.experiments.SweepConfig`, ``rramlib sweep`` and
+#: the notebooks' ``preset`` parameter. IBM's CMO/HfOx ReRAM, the device the book studies.
+DEFAULT_PRESET = IbmCmoReram.name
 
 
 def preset_parameters(name: str) -> dict[str, object]:

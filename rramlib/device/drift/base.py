@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from rramlib.core.errors import RramlibError, check_positive, check_time
+from rramlib.device.mapping import Mapping
 
 __all__ = ["DriftModel"]
 
@@ -90,8 +91,6 @@ class DriftModel(abc.ABC):
 
     def mapping(self, **overrides: object):
         """The :class:`~rramlib.device.mapping.Mapping` this preset suggests (its range and default kind)."""
-        from rramlib.device.mapping import Mapping
-
         return Mapping.for_drift_model(self, **overrides)
 
     def __repr__(self) -> str:

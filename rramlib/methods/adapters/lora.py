@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rramlib.core.config import Config
-from rramlib.core.errors import check_choice, check_int, check_positive
+from rramlib.core.errors import check_int, check_positive
 from rramlib.core.seeding import check_root_seed, generator
 from rramlib.methods.adapters.base import (AdapterController, centre_tap, check_plain_conv, conv1x1_like, conv_like, kaiming_uniform_,
                    layer_dims)
@@ -35,18 +35,18 @@ class LoRAConfig(Config):
     """LoRA hyper-parameters: rank r, α (``ΔW = (α/r)·B A``) and the seed of A's initialisation."""
 
     owner: ClassVar[str] = "lora"
-    rank: int = 4
-    alpha: float = 8.0
-    init_seed: int = 0
-    #: a convolution's A branch: ``"peft"`` (the main kernel, stride, padding, dilation: peft's layout) or
-    #: ``"1x1"`` (a 1×1 convolution with the main stride: VeRA+'s structure, for like-with-like comparisons)
-    conv_branch: str = "peft"
+    rank: int = field(default=4, metadata={"help": "rank r of the update B·A"})
+    alpha: float = field(default=8.0, metadata={"help": "scaling α: the update is (α/r)·B·A"})
+    init_seed: int = field(default=0, metadata={"help": "seed of A's Kaiming-uniform initialisation"})
+    conv_branch: str = field(default="peft", metadata={
+        "help": "a convolution's A branch: peft (the main kernel, stride, padding, dilation: peft's layout) or "
+                "1x1 (a 1×1 convolution with the main stride: VeRA+'s structure, for like-with-like comparisons)",
+        "choices": ("peft", "1x1")})
 
     def _validate(self) -> None:
         check_int(f"{self.owner}.rank", self.rank, 1)
         check_positive(f"{self.owner}.alpha", self.alpha)
         check_root_seed(self.init_seed, f"{self.owner}.init_seed")
-        check_choice(f"{self.owner}.conv_branch", self.conv_branch, ("peft", "1x1"))
 
 
 class LoRA(AdapterController):

@@ -22,7 +22,7 @@ Conventions fixed here (ours where the study's text is unavailable):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rramlib.core.config import Config
-from rramlib.core.errors import RramlibError, check_choice, check_finite, check_int, check_seed
+from rramlib.core.errors import RramlibError, check_finite, check_int, check_seed
 from rramlib.methods.adapters.base import AdapterController, centre_tap, conv1x1_like, kaiming_uniform_, layer_dims
 
 __all__ = ["VeraPlus", "VeraPlusConfig", "add_vera_plus", "vera_projections"]
@@ -42,14 +42,16 @@ class VeraPlusConfig(Config):
     the seed that regenerates A and B (peft's ``projection_prng_key``) and the initial value of λ_d."""
 
     owner: ClassVar[str] = "vera_plus"
-    rank: int = 16
-    sharing: str = "layer"
-    projection_seed: int = 0
-    d_init: float = 0.1
+    rank: int = field(default=16, metadata={"help": "rank r of the shared frozen projections A and B"})
+    sharing: str = field(default="layer", metadata={
+        "help": "vector sharing: layer (one λ_b, λ_d pair per layer) or cross (one pair shared by all layers)",
+        "choices": ("layer", "cross")})
+    projection_seed: int = field(default=0, metadata={
+        "help": "seed that regenerates A and B (peft's projection_prng_key)"})
+    d_init: float = field(default=0.1, metadata={"help": "initial value of every entry of λ_d"})
 
     def _validate(self) -> None:
         check_int(f"{self.owner}.rank", self.rank, 1)
-        check_choice(f"{self.owner}.sharing", self.sharing, ("layer", "cross"))
         check_seed(f"{self.owner}.projection_seed", self.projection_seed)
         check_finite(f"{self.owner}.d_init", self.d_init)
 
@@ -161,12 +163,18 @@ class VeraPlus(AdapterController):
 
     # ------------------------------------------------------------------ storage and compute
     def shared_values(self) -> int:
-        """0: A and B are regenerated from the seed (see :meth:`shared_seed_bytes`)."""
+        """0: A and B are regenerable from the seed; their values are counted apart (:meth:`projection_values`)."""
         return 0
 
     def shared_seed_bytes(self) -> int:
         """8 bytes: the 64-bit seed that regenerates A and B."""
         return 8
+
+    def projection_values(self) -> int:
+        """Values of A (r × max fan-in) and B (max fan-out × r): what SRAM holds if the projections sit there
+        (stored, or regenerated at power-up), or what is drawn again at every inference if they are regenerated
+        (issue 21; :data:`rramlib.methods.overhead.PROJECTION_READINGS`)."""
+        return self.rank * self.in_max + self.out_max * self.rank
 
     def _macs_per_position(self, index: int) -> int:
         # A x (r*in), λ_d ⊙ (r), B z (out*r), λ_b ⊙ (out); the final addition is not a MAC

@@ -30,7 +30,7 @@ from rramlib.methods.schedule import Schedule
 from rramlib.core.seeding import SCHEME, check_root_seed, generator, train_chips
 from rramlib.core.torchutil import eval_mode
 
-__all__ = ["FitContext", "Method", "MethodConfig", "TrainingConfig", "PerLevelAdapterMethod",
+__all__ = ["FACTS", "FitContext", "Method", "MethodConfig", "TrainingConfig", "PerLevelAdapterMethod",
            "drift_injected_training"]
 
 #: Key prefixes in :meth:`Method.sram_tensors`: values used at every drift level, and data kept on the chip
@@ -83,11 +83,12 @@ class MethodConfig(Config):
 class TrainingConfig(MethodConfig):
     """Hyper-parameters of :func:`drift_injected_training` (shared by the methods trained with it)."""
 
-    steps: int = 300
-    lr: float = 5e-3
-    batch_size: int = 64
-    kd_weight: float = 0.0
-    seed: int = 0
+    steps: int = field(default=300, metadata={"help": "Adam steps per drift level, one drifted training chip each"})
+    lr: float = field(default=5e-3, metadata={"help": "Adam learning rate"})
+    batch_size: int = field(default=64, metadata={"help": "training images per step"})
+    kd_weight: float = field(default=0.0, metadata={
+        "help": "weight of the distillation loss towards the drift-free model (0: cross-entropy only)"})
+    seed: int = field(default=0, metadata={"help": "root seed of the training draws (times, chips, batches)"})
 
     def _validate(self) -> None:
         check_int(f"{self.owner}.steps", self.steps, 1)
@@ -97,12 +98,50 @@ class TrainingConfig(MethodConfig):
         check_root_seed(self.seed, f"{self.owner}.seed")
 
 
+#: The facts every method class states (class attributes, :meth:`Method.check_facts`): name -> allowed types.
+FACTS: dict[str, type | tuple[type, ...]] = {"label": str, "color": str, "marker": str, "fitting": str,
+                                             "shared_note": str, "trained": bool, "not_for_hfn": (str, type(None))}
+
+
 class Method(abc.ABC):
     """Base of all compensation methods (see the module docstring for the life cycle)."""
 
     name: ClassVar[str]
     #: The hyper-parameter dataclass; ``make_method(name, **params)`` builds it from ``params``.
     Config: ClassVar[type[MethodConfig]] = MethodConfig
+
+    # -------------------------------------------------------------- facts (:data:`FACTS`; every registered method
+    # states all of them in its own class, and the study and the book read them from the registry)
+    #: The book's name of the method (figures and tables).
+    label: ClassVar[str]
+    #: Its colour in every figure (Okabe-Ito palette, colour-blind safe; :mod:`rramlib.present.plotting`).
+    color: ClassVar[str]
+    #: Its matplotlib marker, for figures where colour alone is not enough.
+    marker: ClassVar[str]
+    #: How it gets its correction (the ``fitted`` column of :mod:`rramlib.study.analysis`'s tables); a method
+    #: calibrated on every chip in the field starts with ``"online"``.
+    fitting: ClassVar[str]
+    #: What it keeps once for all drift levels, or regenerates (the storage table, :mod:`rramlib.study.costs`).
+    shared_note: ClassVar[str]
+    #: Does it learn with a learning rate ``lr`` that the tuning chapter tunes (:mod:`rramlib.study.tuning`)?
+    trained: ClassVar[bool]
+    #: Why it does not apply to a Hidden-Fold Network, or ``None`` where it does (:mod:`rramlib.study.hidden_fold`).
+    not_for_hfn: ClassVar[str | None]
+
+    @classmethod
+    def check_facts(cls) -> None:
+        """RramlibError unless the class states every fact of :data:`FACTS` with the right type, and ``trained``
+        agrees with its hyper-parameters (a trained method has an ``lr``, the one value the tuning chapter scales)."""
+        missing = [f for f in FACTS if not hasattr(cls, f)]
+        if missing:
+            raise RramlibError(f"method class {cls.__name__} does not state {missing} "
+                               f"(every method states {list(FACTS)})")
+        wrong = [f"{f}={getattr(cls, f)!r}" for f, types in FACTS.items() if not isinstance(getattr(cls, f), types)]
+        if wrong:
+            raise RramlibError(f"method class {cls.__name__}: wrong type of {wrong} (types: {FACTS})")
+        if cls.trained != ("lr" in cls.default_params()):
+            raise RramlibError(f"method class {cls.__name__}: trained={cls.trained} but its hyper-parameters "
+                               f"{'lack' if cls.trained else 'have'} a learning rate 'lr'")
 
     def __init__(self, config: MethodConfig | None = None, **params):
         self.hparams = self.Config.resolve(config, params)

@@ -8,7 +8,7 @@ and γ/β when fine-tuned) is stored per level — the storage cost the study co
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -31,11 +31,13 @@ class BNRecalibrationConfig(MethodConfig):
     """``batches`` × ``batch_size`` images re-estimate the statistics; ``finetune_steps`` > 0 also trains γ/β."""
 
     owner: ClassVar[str] = "bn"
-    batches: int = 20
-    batch_size: int = 128
-    finetune_steps: int = 0
-    lr: float = 1e-3
-    seed: int = 0
+    batches: int = field(default=20, metadata={
+        "help": "batches of drifted-chip activations that re-estimate the statistics"})
+    batch_size: int = field(default=128, metadata={"help": "images per batch"})
+    finetune_steps: int = field(default=0, metadata={
+        "help": "Adam steps that also fine-tune γ/β per level (0: statistics only)"})
+    lr: float = field(default=1e-3, metadata={"help": "learning rate of the γ/β fine-tuning"})
+    seed: int = field(default=0, metadata={"help": "root seed of the recalibration and fine-tuning draws"})
 
     def _validate(self) -> None:
         check_int("bn.batches", self.batches, 1)
@@ -50,6 +52,13 @@ class BNRecalibration(Method):
 
     name = "bn"
     Config = BNRecalibrationConfig
+    label = "BN recalibration"
+    color = "#56B4E9"
+    marker = "^"
+    fitting = "offline, per level, all chips"
+    shared_note = "BN γ/β unchanged (shared)"
+    trained = True
+    not_for_hfn = None
 
     def setup(self, ctx: FitContext) -> None:
         self.analog_ = ctx.analog()

@@ -17,13 +17,14 @@ calibration samples, 2.34 % of ResNet-50's parameters; the rest are our choices)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rramlib.core.config import config_field
 from rramlib.methods.adapters import DoRAConfig, add_dora
 from rramlib.nn.data import as_tensors
 from rramlib.core.errors import RramlibError, check_int, check_positive
@@ -77,15 +78,17 @@ class DoRACalibrationConfig(MethodConfig):
     each causes alone at ``sensitivity_time`` on ``sensitivity_chips`` training chips."""
 
     owner: ClassVar[str] = "dora"
-    n_samples: int = 10
-    budget: float = 0.0234
-    rank: int = DoRAConfig.rank
-    alpha: float = DoRAConfig.alpha
-    steps: int = 100
-    lr: float = 5e-3
-    sensitivity_time: str = "1y"
-    sensitivity_chips: int = 2
-    seed: int = DoRAConfig.init_seed
+    n_samples: int = field(default=10, metadata={"help": "calibration images per chip (stratified by class)"})
+    budget: float = field(default=0.0234, metadata={
+        "help": "DoRA parameters allowed, as a fraction of the model's parameters"})
+    rank: int = field(default=DoRAConfig.rank, metadata={"help": config_field(DoRAConfig, "rank").help})
+    alpha: float = field(default=DoRAConfig.alpha, metadata={"help": config_field(DoRAConfig, "alpha").help})
+    steps: int = field(default=100, metadata={"help": "Adam steps per adapted layer in each chip's calibration"})
+    lr: float = field(default=5e-3, metadata={"help": "Adam learning rate of the calibration"})
+    sensitivity_time: str = field(default="1y", metadata={
+        "help": "time after programming at which layers are ranked by the logit error each causes alone"})
+    sensitivity_chips: int = field(default=2, metadata={"help": "training chips the layer ranking averages over"})
+    seed: int = field(default=DoRAConfig.init_seed, metadata={"help": config_field(DoRAConfig, "init_seed").help})
 
     def _validate(self) -> None:
         check_int("dora.n_samples", self.n_samples, 1)
@@ -106,6 +109,13 @@ class DoRACalibration(Method):
 
     name = "dora"
     Config = DoRACalibrationConfig
+    label = "DoRA calibration"
+    color = "#F0E442"
+    marker = "D"
+    fitting = "online, per chip (in the field)"
+    shared_note = "online, per chip: the chip's DoRA set + calibration inputs and drift-free targets (counted)"
+    trained = True
+    not_for_hfn = None
 
     def setup(self, ctx: FitContext) -> None:
         p = self.hparams
@@ -230,10 +240,11 @@ class DoRACalibration(Method):
 
     def storage(self) -> Storage:
         """The DoRA parameters of the calibrated chip, plus what calibrating in the field needs on every chip:
-        the calibration inputs and the drift-free model's outputs of the adapted layers (the KD targets)."""
-        calibration = self.calib_inputs_.numel() + sum(t.numel() for t in self.targets_.values())
+        the calibration inputs (images, at :data:`~rramlib.methods.overhead.PIXEL_BITS` like every method's stored
+        images) and the drift-free model's outputs of the adapted layers (the KD targets)."""
         return Storage(values_per_level=self.adapters_.values_per_adapter(), levels=1,
-                       calibration_values=calibration, online=True)
+                       calibration_values=sum(t.numel() for t in self.targets_.values()),
+                       input_values=self.calib_inputs_.numel(), online=True)
 
     def _sram_tensors(self) -> dict[str, torch.Tensor]:
         tensors = {f"{SHARED}/{k}": v for k, v in self.adapters_.adapter_tensors(ADAPTER).items()}

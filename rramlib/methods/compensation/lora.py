@@ -25,6 +25,13 @@ class LoRAMethodConfig(LoRAConfig, TrainingConfig):
 class LoRAMethod(PerLevelAdapterMethod):
     name = "lora"
     Config = LoRAMethodConfig
+    label = "LoRA per level"
+    color = "#009E73"
+    marker = "v"
+    fitting = "offline, per level, all chips"
+    shared_note = "nothing: A and B per layer and level"
+    trained = True
+    not_for_hfn = None
 
     def add_adapters(self, model, adapter_names):
         return add_lora(model, self.hparams.project(LoRAConfig), adapter_names=adapter_names)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -27,7 +27,7 @@ from rramlib.core.seeding import check_root_seed
 from rramlib.nn.train import TrainConfig, train
 from rramlib.methods.compensation.base import FitContext, Method, MethodConfig
 
-__all__ = ["NoiseAwareTraining", "NoiseAwareConfig"]
+__all__ = ["NoiseAware", "NoiseAwareConfig"]
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,10 @@ class NoiseAwareConfig(MethodConfig):
     """Fine-tuning ``epochs`` at learning rate ``lr``; ``seed`` drives the drift draws and the batch order."""
 
     owner: ClassVar[str] = "noise_aware"
-    epochs: int = 10
-    lr: float = 0.01
-    seed: int = 0
+    epochs: int = field(default=10, metadata={
+        "help": "fine-tuning epochs of the trained base model with drift in its weights"})
+    lr: float = field(default=0.01, metadata={"help": "peak learning rate of the fine-tuning"})
+    seed: int = field(default=0, metadata={"help": "seed of the drift draws and the batch order"})
 
     def _validate(self) -> None:
         check_int("noise_aware.epochs", self.epochs, 1)
@@ -60,11 +61,18 @@ class _InjectDrift(nn.Module):
         return w + (drifted - w.detach())
 
 
-class NoiseAwareTraining(Method):
+class NoiseAware(Method):
     """A new software model trained with drift in its weights (``model_``), programmed like any other."""
 
     name = "noise_aware"
     Config = NoiseAwareConfig
+    label = "noise-aware training"
+    color = "#0072B2"
+    marker = "P"
+    fitting = "offline, base weights"
+    shared_note = "nothing digital (other RRAM weights)"
+    trained = True
+    not_for_hfn = "trains the weights with drift injected; an HFN's weights are random and never trained"
 
     def setup(self, ctx: FitContext) -> None:
         self.model_ = copy.deepcopy(ctx.model)

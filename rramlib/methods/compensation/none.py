@@ -9,6 +9,13 @@ class NoCompensation(Method):
     """Evaluate the drifted weights as they are; stores nothing (no hyper-parameters)."""
 
     name = "none"
+    label = "uncompensated"
+    color = "#999999"
+    marker = "o"
+    fitting = "nothing fitted"
+    shared_note = "—"
+    trained = False
+    not_for_hfn = None
 
     def setup(self, ctx: FitContext) -> None:
         self.analog_ = ctx.analog()

@@ -2,10 +2,13 @@
 
 Per level, every RRAM layer's weight gets a trainable full-size correction ΔW_k, trained offline with
 the same drift-injected protocol as the adapters on training chips, so the layer computes
-``(W(t) + ΔW_k)·x``. The same ΔW_k serves every chip: it is the most a *per-level, chip-independent*
-weight correction can do, not an oracle (a method fitted to each chip, as DoRA calibration is, can beat
-it; the upper line is the chip rewritten, :mod:`~rramlib.methods.compensation.reprogram`). Its storage is one
-whole set of RRAM weights per level.
+``(W(t) + ΔW_k)·x``. The same ΔW_k serves every chip. It is neither an oracle nor an upper line: a method
+fitted to each chip (DoRA calibration) can beat it, and with the same training budget it can fall below
+LoRA and VeRA+, which are special cases of it; the upper line is the chip rewritten
+(:mod:`~rramlib.methods.compensation.reprogram`). Its storage is one whole set of RRAM weights per level. An
+RRAM chip cannot add ΔW_k to the weights before they are read without rewriting the array, so the
+correction runs digitally beside the crossbar: ΔW_k·x costs as many MACs as the layer itself
+(:meth:`OfflineCorrection.extra_macs`, issue 21); done by rewriting the array it would be reprogramming.
 """
 from __future__ import annotations
 
@@ -16,11 +19,11 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from rramlib.methods.overhead import Storage
+from rramlib.methods.overhead import Storage, base_macs
 from rramlib.core.seeding import generator
 from rramlib.methods.compensation.base import FitContext, Method, TrainingConfig, drift_injected_training
 
-__all__ = ["FullRankCorrection", "OfflineCorrectionConfig"]
+__all__ = ["OfflineCorrection", "OfflineCorrectionConfig"]
 
 
 @dataclass(frozen=True)
@@ -45,11 +48,18 @@ class _FullDelta(nn.Module):
         return functional_call(self.base_layer, {"weight": weight}, (x,))
 
 
-class FullRankCorrection(Method):
+class OfflineCorrection(Method):
     """Full-size ΔW per layer and drift level, trained offline; :meth:`select` activates the level's ΔW."""
 
     name = "offline_correction"
     Config = OfflineCorrectionConfig
+    label = "full-rank correction per level"
+    color = "#CC79A7"
+    marker = "X"
+    fitting = "offline, per level, all chips"
+    shared_note = "nothing: a full-rank correction of every weight per level"
+    trained = True
+    not_for_hfn = "adds trained full-rank weights to the RRAM's, which turns the HFN into a dense network"
 
     def setup(self, ctx: FitContext) -> None:
         self.analog_ = ctx.analog()
@@ -96,6 +106,10 @@ class FullRankCorrection(Method):
         for w, deltas in zip(self.wrappers_.values(), state["deltas"]):
             for k, v in deltas.items():
                 w.delta[k].copy_(v)
+
+    def extra_macs(self, example: torch.Tensor) -> int:
+        """ΔW_k·x computed digitally beside the crossbar: 100 % of the adapted layers' MACs (every RRAM layer)."""
+        return base_macs(self.analog_.model, example)
 
     def storage(self) -> Storage:
         per_level = sum(w.base_layer.weight.numel() for w in self.wrappers_.values())

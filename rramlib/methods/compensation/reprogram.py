@@ -23,6 +23,13 @@ class Reprogram(Method):
     """The chip rewritten at every ``at`` call; stores the software weights (no hyper-parameters)."""
 
     name = "reprogram"
+    label = "reprogrammed chip (upper line)"
+    color = "#444444"
+    marker = "+"
+    fitting = "chip rewritten (upper line)"
+    shared_note = "the software weights, once (to rewrite the chip)"
+    trained = False
+    not_for_hfn = None
 
     def setup(self, ctx: FitContext) -> None:
         self.analog_ = ctx.analog()

@@ -13,13 +13,13 @@ analog product equals scaling the weight, which is how it is applied.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from rramlib.core.errors import check_choice, check_int, check_seed
+from rramlib.core.errors import check_int, check_seed
 from rramlib.methods.overhead import Storage
 from rramlib.methods.compensation.base import SHARED, FitContext, Method, MethodConfig
 
@@ -32,12 +32,12 @@ class OutputScalingConfig(MethodConfig):
     drawn from ``probe_seed``."""
 
     owner: ClassVar[str] = "scale"
-    mode: str = "global"
-    n_probe: int = 64
-    probe_seed: int = 0
+    mode: str = field(default="global", metadata={
+        "help": "global (one α per layer) or column (one α per output)", "choices": ("global", "column")})
+    n_probe: int = field(default=64, metadata={"help": "random probe vectors that measure a layer's response"})
+    probe_seed: int = field(default=0, metadata={"help": "seed of the probe vectors"})
 
     def _validate(self) -> None:
-        check_choice("scale.mode", self.mode, ("global", "column"))
         check_int("scale.n_probe", self.n_probe, 1)
         check_seed("scale.probe_seed", self.probe_seed)
 
@@ -47,6 +47,13 @@ class OutputScaling(Method):
 
     name = "scale"
     Config = OutputScalingConfig
+    label = "output scaling"
+    color = "#E69F00"
+    marker = "s"
+    fitting = "per chip: readouts at programming and at t"
+    shared_note = "r0 per layer, kept once from programming"
+    trained = False
+    not_for_hfn = None
 
     def setup(self, ctx: FitContext) -> None:
         self.analog_ = ctx.analog()

@@ -3,8 +3,6 @@ apart -- each in a fresh method, in any order, as a cluster's tasks are -- assem
 ``method.fit(ctx)``, and an interrupted fit resumes from its cached levels."""
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -12,19 +10,17 @@ from rramlib.core.cache import Cache
 from rramlib.methods.compensation import make_method
 from rramlib.core.errors import RramlibError
 from rramlib.study.experiments import SweepConfig, fit_level, fit_method, prepare
-from rramlib.study.profiles import get_profile
 
 PER_LEVEL = ("vera_plus", "lora", "bn", "offline_correction")
-#: Three drift levels, short training (BN with γ/β fine-tuning too), a base model of one epoch.
+#: Three drift levels, short training (BN with γ/β fine-tuning too), the smoke base model.
 CONFIG = SweepConfig(profile="smoke", preset="ibm_pcm", methods=PER_LEVEL, levels=3,
                      method_params={"vera_plus": {"steps": 6}, "lora": {"steps": 6}, "offline_correction": {"steps": 6},
-                                    "bn": {"batches": 3, "batch_size": 32, "finetune_steps": 4}},
-                     profile_overrides={"train": dataclasses.replace(get_profile("smoke").train, epochs=1)})
+                                    "bn": {"batches": 3, "batch_size": 32, "finetune_steps": 4}})
 
 
 @pytest.fixture(scope="module")
-def exp(tmp_path_factory):
-    return prepare(CONFIG, cache=Cache(tmp_path_factory.mktemp("model")))
+def exp(smoke_cache_in, tmp_path_factory):
+    return prepare(CONFIG, cache=smoke_cache_in(tmp_path_factory.mktemp("model")))
 
 
 def _tensors(state, path=""):

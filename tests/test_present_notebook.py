@@ -1,6 +1,6 @@
-"""The notebooks' ``scheduler`` parameter (where their sweeps run): checked like every parameter, and left out of
-the book builder's cache key and pages, since a result does not depend on where it was computed. The sweeps on
-a real scheduler are checked in tests/test_cluster.py."""
+"""rramlib.present.notebook: the notebooks' ``scheduler`` parameter (where their sweeps run) is checked like every
+parameter, and left out of the book builder's cache key and pages, since a result does not depend on where it was
+computed. The sweeps on a real scheduler are checked in tests/test_cluster.py."""
 from __future__ import annotations
 
 import json
@@ -45,6 +45,7 @@ _NOTEBOOK = ("import json, pathlib\n"
              "print('done')")
 
 
+@pytest.mark.slow
 def test_the_build_key_and_page_ignore_the_scheduler(tmp_path, monkeypatch):
     monkeypatch.setenv("RRAMLIB_CACHE", str(tmp_path / "cache"))
     (notebooks, book_dir), counter = tiny_book_dirs(tmp_path), tmp_path / "runs"
