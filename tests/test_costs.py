@@ -226,3 +226,18 @@ def test_field_bn_accuracy_on_a_drifted_chip():
                                     if isinstance(m, torch.nn.BatchNorm2d))
     with pytest.raises(RramlibError, match="only 40"):
         field_bn_accuracy(analog, x, [41], 3600.0, [0], (x, y))
+
+
+def test_storage_ratios_divide_by_vera_under_each_projection_reading():
+    import pandas as pd
+
+    from rramlib.study.costs import storage_ratios
+
+    t2 = pd.DataFrame({"model": "m", "method": ["vera_plus (cross-layer)", "bn", "lora"],
+                       "bytes_per_level_fp32": [10, 200, 50],
+                       "total_bytes_sram_fp32": [80, 800, 200], "total_bytes_regenerated_fp32": [40, 800, 200]})
+    r = storage_ratios(t2).set_index(["other", "projections"])
+    assert r.loc[("bn", "sram"), "ratio per level"] == r.loc[("bn", "regenerated"), "ratio per level"] == 20
+    assert r.loc[("bn", "sram"), "ratio total (K levels)"] == 10
+    assert r.loc[("lora", "regenerated"), "ratio total (K levels)"] == 5
+    assert set(r["matched sharing"]) == {"—", "no"}  # cross-layer VeRA+ never matches LoRA's per-layer sharing

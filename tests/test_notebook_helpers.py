@@ -147,17 +147,6 @@ def test_weight_errors_definitions():
     assert (late["rms_error"] > 0.01).all() and (late["gain"] < 1.1).all()
 
 
-def test_storage_ratios_divide_by_vera():
-    import pandas as pd
-
-    from rramlib.study.costs import storage_ratios
-
-    t2 = pd.DataFrame({"model": "m", "method": ["vera_plus (cross-layer)", "bn", "lora"],
-                       "bytes_per_level_fp32": [10, 200, 50], "total_bytes_fp32": [48, 800, 200]})
-    r = storage_ratios(t2).set_index("other")
-    assert r.loc["bn", "ratio per level"] == 20 and r.loc["lora", "ratio total (K levels)"] == pytest.approx(200 / 48)
-
-
 def test_method_variants_add_the_other_sharing_and_bn_finetuning():
     from rramlib.study.costs import method_variants
     from rramlib.study.experiments import SweepConfig
