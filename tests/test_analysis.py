@@ -26,11 +26,15 @@ def test_accuracy_table_statistics_and_ratios():
 
 
 def fake_result_with_info():
+    from rramlib.methods.overhead import Storage
+
     result = fake_result()
-    storage = {"none": (0, 0, 1), "vera_plus": (400, 100, 4)}
+    # VeRA+: 25 values per level (100 bytes), 4 levels, an 8-byte seed and 50 projection values (200 bytes in SRAM)
+    storage = {"none": Storage(0), "vera_plus": Storage(25, levels=4, seed_bytes=8, projection_values=50,
+                                                        generator_state_bytes=2496)}
     result["metadata"]["method_info"] = {
-        m: {"storage": {"total_bytes_fp32": t, "bytes_per_level_fp32": b, "levels": k}, "extra_macs_ratio": 0.02 * k,
-            "fit_time_s": 1.5 * k} for m, (t, b, k) in storage.items()}
+        m: {"storage": st.as_dict(), "extra_macs_ratio": 0.02 * st.levels, "fit_time_s": 1.5 * st.levels}
+        for m, st in storage.items()}
     return result
 
 
@@ -41,34 +45,77 @@ def test_recovered_per_chip_and_time_table():
     # chip 0: (0.8-0.5)/(0.9-0.5), chip 1: (0.8-0.7)/(0.9-0.7)
     assert per_chip.tolist() == pytest.approx([0.75, 0.5])
     assert recovered_per_chip(fake_result(), "vera_plus", "1s").isna().all()  # no loss, nothing to recover
-    t1 = time_table(fake_result(), ["none", "vera_plus"], ["10s"]).set_index("method")
-    assert t1.loc["vera_plus", "recovered_std"] == pytest.approx(math.sqrt(2) * 0.125)  # std of [0.75, 0.5]
+    t1 = time_table(fake_result(), ["none", "vera_plus"], ["10s"], n_test=1000).set_index("method")
+    # one estimator: the per-chip fractions [0.75, 0.5], their mean and their std over chips
+    assert t1.loc["vera_plus", "recovered"] == pytest.approx(0.625)  # not the ratio of the means (2/3)
+    assert t1.loc["vera_plus", "recovered_std"] == pytest.approx(math.sqrt(2) * 0.125)
     assert t1.loc["vera_plus", "retained_std"] == pytest.approx(0.0)
     assert t1.loc["none", "drift_loss_pp"] == pytest.approx(30.0)
-    assert t1.loc["vera_plus", "recovered"] == pytest.approx(2 / 3)  # from the means, not the mean of ratios
+    assert t1.loc["vera_plus", "drift_loss_images_min"] == 200  # chip 1 lost 0.2 of 1000 images
+    assert t1["recovered_readable"].all()
+
+
+@pytest.mark.parametrize("n_test, readable", [(250, True), (245, False), (200, False)])
+def test_recovered_is_too_small_to_read_when_a_chip_lost_fewer_than_the_threshold(n_test, readable):
+    from rramlib.study.analysis import MIN_LOSS_IMAGES, TOO_SMALL, drift_loss_images, time_table, time_table_display
+
+    assert MIN_LOSS_IMAGES == 50  # the documented threshold; the cases below sit at it (0.2 × 250 = 50 images)
+    assert drift_loss_images(fake_result(), "10s", n_test).tolist() == pytest.approx([round(0.4 * n_test),
+                                                                                      round(0.2 * n_test)])
+    t1 = time_table(fake_result(), ["none", "vera_plus"], ["10s"], n_test=n_test)
+    row = t1.set_index("method").loc["vera_plus"]
+    assert bool(row["recovered_readable"]) == readable
+    assert math.isnan(row["recovered"]) != readable and math.isnan(row["recovered_std"]) != readable
+    shown = time_table_display(t1, ["none", "vera_plus"], ["10s"])["10s: recovered"].tolist()
+    assert shown[0] == "—" and (shown[1] == TOO_SMALL) != readable
+    assert shown[2] == f"fewest per chip: {round(0.2 * n_test)} images"
+
+
+def test_no_loss_at_all_is_too_small_to_read_and_n_test_is_checked():
+    from rramlib.core.errors import RramlibError
+    from rramlib.study.analysis import TOO_SMALL, time_table, time_table_display
+
+    t1 = time_table(fake_result(), ["none", "vera_plus"], ["1s"], n_test=10_000)  # every chip at drift-free
+    assert time_table_display(t1, ["none", "vera_plus"], ["1s"])["1s: recovered"].tolist()[1] == TOO_SMALL
+    with pytest.raises(RramlibError, match="n_test"):
+        time_table(fake_result(), ["none"], ["1s"], n_test=0)
 
 
 def test_time_table_display_and_unknown_time():
     from rramlib.study.analysis import time_table, time_table_display
     from rramlib.core.errors import RramlibError
 
-    t1 = time_table(fake_result(), ["none", "vera_plus"], ["10s"])
+    t1 = time_table(fake_result(), ["none", "vera_plus"], ["10s"], n_test=1000)
     shown = time_table_display(t1, ["none", "vera_plus"], ["10s"], {"vera_plus": "VeRA+"})
     assert shown["method"].tolist() == ["none", "VeRA+", "drift loss (pp)"]
     assert shown["10s: accuracy"].tolist() == ["0.600 ± 0.141", "0.800 ± 0.000", "30.0"]
-    assert shown["10s: recovered"].tolist()[:2] == ["—", "0.67 ± 0.18"]
+    assert shown["10s: recovered"].tolist() == ["—", "0.63 ± 0.18", "fewest per chip: 200 images"]
     with pytest.raises(RramlibError, match="not in this sweep"):
-        time_table(fake_result(), ["none"], ["1y"])
+        time_table(fake_result(), ["none"], ["1y"], n_test=1000)
 
 
 def test_method_summary_and_pareto_table():
     from rramlib.study.analysis import method_summary, pareto_table
 
     s = method_summary(fake_result_with_info(), "vera_plus", "10s")
-    assert s == pytest.approx({"acc_mean": 0.8, "acc_std": 0.0, "storage_bytes_fp32": 400, "bytes_per_level_fp32": 100,
+    # storage under our reading (A and B in SRAM): 4 levels × 100 bytes + 50 projection values × 4 bytes + the seed
+    assert s == pytest.approx({"acc_mean": 0.8, "acc_std": 0.0, "storage_bytes_fp32": 608, "bytes_per_level_fp32": 100,
                                "extra_macs_pct": 8.0, "fit_time_s": 6.0})
     pareto = pareto_table(fake_result_with_info(), ["none", "vera_plus"], "10s").set_index("method")
     assert pareto.loc["none", "acc_mean"] == pytest.approx(0.6) and pareto.loc["vera_plus", "levels"] == 4
+    assert pareto.loc["vera_plus", "storage_bytes_fp32"] == 608 and pareto.loc["none", "storage_bytes_fp32"] == 0
+
+
+def test_storage_bytes_follows_our_reading_and_needs_a_storage_record(monkeypatch):
+    from rramlib.core.errors import RramlibError
+    from rramlib.study import analysis
+
+    info = fake_result_with_info()["metadata"]["method_info"]["vera_plus"]
+    assert analysis.storage_bytes(info) == 608 and analysis.storage_bytes(info, "int8") == 158
+    monkeypatch.setattr(analysis, "OUR_READING", "regenerated")  # one place decides
+    assert analysis.storage_bytes(info) == 400 + 8 + 2496
+    with pytest.raises(RramlibError, match="values_per_level"):
+        analysis.storage_bytes({"storage": {"total_bytes_fp32": 8.0}})
 
 
 @pytest.mark.parametrize("cost, value, front", [
@@ -118,9 +165,10 @@ def sweep_like(accs_by_method, chips=(0, 1), free=0.9, config_hash="h"):
     for m, accs in accs_by_method.items():
         records += [{"method": m, "time_s": 3e8, "time_label": "10y", "chip_seed": c, "accuracy": a}
                     for c, a in zip(chips, accs)]
-    info = {m: {"method": m, "storage": {"total_bytes_fp32": 8.0, "bytes_per_level_fp32": 2.0, "levels": 4,
-                                         "online": m == "dora"}, "extra_macs_ratio": 0.0, "fit_time_s": 1.0}
-            for m in accs_by_method}
+    from rramlib.methods.overhead import Storage
+
+    info = {m: {"method": m, "storage": Storage(2, levels=4, online=m == "dora").as_dict(), "extra_macs_ratio": 0.0,
+                "fit_time_s": 1.0} for m in accs_by_method}
     meta = {"drift_free_accuracy": free, "methods": list(accs_by_method), "method_info": info,
             "chip_seeds": list(chips), "config_hash": config_hash, "preset": "p"}
     return {"metadata": meta, "records": records}
@@ -165,7 +213,7 @@ def test_dora_is_marked_online_per_chip_in_t1_and_pareto():
 
     result = sweep_like({"none": [0.5, 0.7], "dora": [0.85, 0.85], "vera_plus": [0.8, 0.8]})
     methods = ["none", "dora", "vera_plus"]
-    t1 = time_table(result, methods, ["10y"]).set_index("method")
+    t1 = time_table(result, methods, ["10y"], n_test=1000).set_index("method")
     assert t1.loc["dora", "fitted"] == FITTING["dora"] and "online, per chip" in FITTING["dora"]
     assert t1.loc["vera_plus", "fitted"].startswith("offline")
     shown = time_table_display(t1.reset_index(), methods, ["10y"])
@@ -217,3 +265,23 @@ def test_ranking_gaps_and_standing_golden():
     assert standing("VeRA+", "BN recalibration", 1.25) == "VeRA+ stays below BN recalibration"
     assert standing("VeRA+", "BN recalibration", 0.0) == "VeRA+ matches or beats BN recalibration"
     assert standing("VeRA+", "BN recalibration", float("nan")) == "not recorded"
+
+
+def test_storage_standing_reads_the_pareto_plane():
+    import pandas as pd
+
+    from rramlib.study.analysis import storage_standing
+
+    pareto = pd.DataFrame({"method": ["none", "bn", "vera_plus", "lora"], "storage_bytes_fp32": [0, 100, 600, 4000],
+                           "acc_mean": [0.5, 0.9, 0.8, 0.95]})
+    assert storage_standing(pareto, "lora", str.upper) == "LORA is on the Pareto front"
+    assert storage_standing(pareto, "vera_plus") == ("vera_plus is off the Pareto front: bn stores at most as much "
+                                                     "and is more accurate")
+    tie = pareto.assign(storage_bytes_fp32=[0, 600, 600, 4000])  # as much storage and more accurate: dominates
+    assert storage_standing(tie, "vera_plus").endswith("bn stores at most as much and is more accurate")
+    assert storage_standing(pareto.assign(acc_mean=[0.85, 0.9, 0.8, 0.95]), "vera_plus").endswith(
+        ": none, bn store at most as much and are more accurate")  # cheapest first
+    assert storage_standing(pareto.assign(acc_mean=[0.5, 0.8, 0.8, 0.95]), "vera_plus") == \
+        "vera_plus is on the Pareto front"  # as accurate is not more accurate
+    assert storage_standing(None, "vera_plus") == "not recorded"
+    assert storage_standing(pareto, "dora", missing="n/a") == "n/a"

@@ -106,9 +106,11 @@ def _assert_same_tensors(a, b, path="state"):
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_sweep(in_process, tmp_path):
-    """Kill the worker running a fit or evaluation: the sweep finishes, each record once, no damaged entry."""
+    """Kill the worker running a fit or evaluation: the sweep finishes, each record once, no damaged entry; the
+    nanny's restart of the worker leaves this process's thread variables as they were (they enter cache keys)."""
     shutil.copytree(in_process["cache_root"] / "model", tmp_path / "model")  # the base model is not the point here
     cache = Cache(tmp_path)
+    threads_before = {k: os.environ.get(k) for k in cluster.THREAD_VARIABLES}
     with cluster.connect(workers=2) as client:
         done = {}
 
@@ -133,6 +135,7 @@ def test_a_worker_killed_mid_sweep(in_process, tmp_path):
         runner.join(timeout=180)
         assert not runner.is_alive() and "error" not in done, done
         assert done["n"] == N_TASKS
+    assert {k: os.environ.get(k) for k in cluster.THREAD_VARIABLES} == threads_before
     _entries_intact(tmp_path)
     result = run_sweep(CONFIG, cache=cache, progress=False)
     assert result["metadata"]["cache"]["misses"] == 0

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rramlib.study import costs
+from rramlib.methods.overhead import OUR_READING
 from rramlib.core.errors import RramlibError
 from rramlib.study.experiments import SweepConfig
 from rramlib.nn.models import build_model
@@ -41,7 +42,8 @@ def test_bn_bound_against_a_hand_count():
 
 
 def test_vera_projections_under_both_readings_resnet20(resnet20_tables):
-    """ResNet-20: A is r x max fan-in (64), B is max fan-out (64) x r. In SRAM: their fp32 values replace the seed;
+    """ResNet-20: A is r x max fan-in (64), B is max fan-out (64) x r. In SRAM: their fp32 values and the seed that
+    refills them at power-up;
     regenerated per inference: the seed plus MT19937's 624 x 4-byte state, and one draw and one MAC per value."""
     config, _, t2, t3, _ = resnet20_tables
     rank, levels = config.method("vera_plus").params["rank"], config.resolved_profile().levels
@@ -49,10 +51,10 @@ def test_vera_projections_under_both_readings_resnet20(resnet20_tables):
     ab = rank * 64 + 64 * rank
     assert row["projection_values"] == ab and row["generator_state_bytes"] == 2496
     vectors = levels * (64 + rank) * 4
-    assert row["total_bytes_fp32"] == vectors + 8  # the seed alone, as counted before issue 21
-    assert row["total_bytes_sram_fp32"] == vectors + ab * 4
+    assert row["total_bytes_fp32"] == vectors + 8  # the seed alone (neither reading of the projections)
+    assert row["total_bytes_sram_fp32"] == vectors + ab * 4 + 8
     assert row["total_bytes_regenerated_fp32"] == vectors + 8 + 2496
-    assert row["total_bytes_sram_int8"] == levels * (64 + rank) + ab
+    assert row["total_bytes_sram_int8"] == levels * (64 + rank) + ab + 8
     macs = t3[t3["model"] == "resnet20"].set_index("method").loc[costs.VERA_CROSS]
     assert (macs["regeneration_draws"], macs["regeneration_macs"]) == (ab, ab)
     assert macs["extra_pct_regenerated"] == pytest.approx(100 * (macs["extra_macs"] + ab) / macs["base_macs"])
@@ -67,8 +69,8 @@ def test_storage_readings_reject_an_unknown_reading():
     st = Storage(values_per_level=10, levels=2, seed_bytes=8, projection_values=5, generator_state_bytes=2496,
                  input_values=3, calibration_values=4)
     assert st.total_values == 27  # projections are not among the values kept besides them
-    assert st.total_bytes("fp32") == (20 + 4) * 4 + 3 + 8  # input pixels at 8 bits whatever the precision
-    assert st.total_bytes("fp16", "sram") == (20 + 4 + 5) * 2 + 3
+    assert st.total_bytes("fp32", None) == (20 + 4) * 4 + 3 + 8  # input pixels at 8 bits whatever the precision
+    assert st.total_bytes("fp16", "sram") == (20 + 4 + 5) * 2 + 3 + 8 == st.total_bytes("fp16")  # our reading
     with pytest.raises(RramlibError, match="projections"):
         st.total_bytes("fp32", "rom")
 
@@ -85,7 +87,7 @@ def test_c3_is_the_measured_bn_and_the_four_value_bound_a_note(resnet20_tables):
     readings = costs.bn_readings(variants, t2, networks).set_index("projections")
     bn_bytes = levels * 2 * RESNET20_BN * 4  # 22,016 B at K = 4
     vectors = levels * (64 + rank) * 4
-    assert readings.loc["sram", "bn (run) ÷ VeRA+ (ours)"] == pytest.approx(bn_bytes / (vectors + 2 * 64 * rank * 4))
+    assert readings.loc["sram", "bn (run) ÷ VeRA+ (ours)"] == pytest.approx(bn_bytes / (vectors + 2 * 64 * rank * 4 + 8))
     assert readings.loc["regenerated", "bn (run) ÷ VeRA+ (ours)"] == pytest.approx(bn_bytes / (vectors + 8 + 2496))
     assert readings.loc["sram", "bound 4·ΣC_BN/(C_max+r) (not run)"] == pytest.approx(four)
     assert readings.loc["sram", "bound 2·ΣC_BN/(C_max+r)"] == pytest.approx(two)
@@ -241,3 +243,10 @@ def test_storage_ratios_divide_by_vera_under_each_projection_reading():
     assert r.loc[("bn", "sram"), "ratio total (K levels)"] == 10
     assert r.loc[("lora", "regenerated"), "ratio total (K levels)"] == 5
     assert set(r["matched sharing"]) == {"—", "no"}  # cross-layer VeRA+ never matches LoRA's per-layer sharing
+
+
+def test_every_projection_reading_has_a_label_and_ours_is_one_of_them():
+    from rramlib.methods.overhead import PROJECTION_READINGS
+
+    assert set(costs.READING_LABELS) == set(PROJECTION_READINGS) and OUR_READING in PROJECTION_READINGS
+    assert costs.our_reading_label() == f"VeRA+ with {costs.READING_LABELS[OUR_READING]} (our reading)"

@@ -30,7 +30,8 @@ from rramlib.study.profiles import get_profile
 
 
 def _loopback_env() -> dict:
-    return {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    return {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "MASTER_ADDR": "127.0.0.1"}
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ OLD_SHARED = {
     "none": "—", "scale": "r0 per layer, kept once from programming", "bn": "BN γ/β unchanged (shared)",
     "lora": "nothing: A and B per layer and level",
     "dora": "online, per chip: the chip's DoRA set + calibration inputs and drift-free targets (counted)",
-    # VeRA+'s note was "A, B regenerated from an 8-byte seed" until issue 21 counted both readings of A and B
+    # VeRA+'s note names both readings of A and B (in SRAM, or regenerated per inference)
     "vera_plus": "A, B: in SRAM, or regenerated per inference from a seed (both readings counted)",
     "noise_aware": "nothing digital (other RRAM weights)",
     "offline_correction": "nothing: a full-rank correction of every weight per level",

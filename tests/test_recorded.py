@@ -265,21 +265,23 @@ def test_claims_table_puts_the_recorded_number_beside_ours(tmp_path, package):
 
 def _sweep_result(free: float, acc: dict[str, list[float]]) -> dict:
     """A run_sweep-shaped result: two chips, times 1s / 1d / 10y, one accuracy list per method."""
+    from rramlib.methods.overhead import Storage
+
     times = {"1s": 1.0, "1d": 86400.0, "10y": 315576000.0}
     records = [{"method": "drift_free", "time_s": None, "time_label": None, "chip_seed": None, "accuracy": free}]
     for m, values in acc.items():
         for (label, t), base in zip(times.items(), values):
             records += [{"method": m, "time_s": t, "time_label": label, "chip_seed": s, "accuracy": base + d}
                         for s, d in ((1, 0.01), (2, -0.01))]
-    info = {m: {"storage": {"total_bytes_fp32": 0 if m == "none" else 800, "bytes_per_level_fp32": 200,
-                            "levels": 4}, "extra_macs_ratio": 0.0} for m in acc}
+    info = {m: {"storage": Storage(0 if m == "none" else 50, levels=4).as_dict(), "extra_macs_ratio": 0.0}
+            for m in acc}
     return {"metadata": {"drift_free_accuracy": free, "method_info": info}, "records": records}
 
 
 def test_comparison_table_and_figures_from_the_recorded_comparison(tmp_path, package):
     methods, times = ["none", "vera_plus"], ["1d", "10y"]
     study = _sweep_result(0.9, {"none": [0.9, 0.6, 0.3], "vera_plus": [0.9, 0.85, 0.8]})
-    tables = {"03_comparison": {"T1_accuracy": analysis.time_table(study, methods, times),
+    tables = {"03_comparison": {"T1_accuracy": analysis.time_table(study, methods, times, n_test=1000),
                                 "F4_accuracy": analysis.accuracy_table(study),
                                 "F9_pareto": analysis.pareto_table(study, methods, "10y")}}
     notebooks, results = _build(tmp_path, {"03_comparison": {"drift_free_acc": 0.9}}, tables=tables)
@@ -287,7 +289,7 @@ def test_comparison_table_and_figures_from_the_recorded_comparison(tmp_path, pac
     recorded.record("smoke", results, dest, notebooks_dir=notebooks)
     rec = recorded.load("smoke", dest, package_dir=package, notebooks_dir=notebooks)
     quick = analysis.time_table(_sweep_result(0.95, {"none": [0.95, 0.9, 0.7], "vera_plus": [0.95, 0.94, 0.93]}),
-                                methods, times)
+                                methods, times, n_test=1000)
     side = study_scale.comparison_table(rec, quick, methods, times).set_index(["method", "time"])
     row = side.loc[("VeRA+", "10y")]
     assert row["study scale (smoke): accuracy"] == "0.800 ± 0.014"  # std of 0.81, 0.79

@@ -74,3 +74,11 @@ def test_nan_is_stored_as_null_but_glued_so_that_formatted_prose_reads_nan(tmp_p
     assert format_plain_text(repr(glued["missing"]), ".3f") == "nan" == format_plain_text(repr(glued["np"]), ".1f")
     with pytest.raises(TypeError):
         format_plain_text(repr(None), ".3f")  # what gluing the stored value would do
+
+
+def test_a_number_reported_twice_is_refused_before_the_book_sees_a_duplicate_glue(tmp_path):
+    report = Report("99_test", params={}, out_dir=tmp_path)
+    report.number("x", 1.0)
+    with pytest.raises(RramlibError, match="'x' reported twice"):
+        report.number("x", 1.0)
+    assert report.numbers == {"x": 1.0}

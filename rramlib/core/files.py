@@ -41,10 +41,12 @@ def atomic_write(path: str | os.PathLike, data: bytes | str, *, encoding: str = 
 
 
 @contextlib.contextmanager
-def temporary_environ(updates: Mapping[str, str], remove: Iterable[str] = ()) -> Iterator[None]:
+def temporary_environ(updates: Mapping[str, str], remove: Iterable[str] = (),
+                      keep: Iterable[str] = ()) -> Iterator[None]:
     """Set ``updates`` and unset ``remove`` in ``os.environ`` inside the block (for the processes it
-    starts: notebook kernels, Dask workers), then restore every variable exactly as it was."""
-    saved = {k: os.environ.get(k) for k in [*updates, *remove]}
+    starts: notebook kernels, Dask workers), then restore every variable exactly as it was; ``keep``: variables
+    left as they are inside the block but restored too (against code in the block that sets them)."""
+    saved = {k: os.environ.get(k) for k in [*updates, *remove, *keep]}
     try:
         os.environ.update(updates)
         for k in remove:

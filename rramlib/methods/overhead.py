@@ -3,7 +3,7 @@
 Storage counts every value a method must keep, per drift level and in total over K levels,
 in bytes at a stated precision; what is shared by all levels and what is regenerable from a
 seed are counted apart. Random projections regenerable from a seed (VeRA+'s A and B) are read two
-ways (:data:`PROJECTION_READINGS`, issue 21): kept in SRAM (stored, or regenerated once at power-up
+ways (:data:`PROJECTION_READINGS`): kept in SRAM (stored, or regenerated once at power-up
 into SRAM), or regenerated at every inference from the seed (the seed and the generator's state are
 kept, and the draws and their scaling are work per inference). Stored input images (BN recalibrated in
 the field, DoRA's calibration inputs) are counted at one pixel precision, :data:`PIXEL_BITS`, whatever
@@ -23,7 +23,7 @@ from rramlib.methods.adapters import add_vera_plus
 from rramlib.core.errors import RramlibError, check_positive
 from rramlib.core.torchutil import eval_mode
 
-__all__ = ["Storage", "base_macs", "PRECISION_BITS", "PIXEL_BITS", "PROJECTION_READINGS", "MT19937_STATE_BYTES",
+__all__ = ["Storage", "base_macs", "PRECISION_BITS", "PIXEL_BITS", "PROJECTION_READINGS", "OUR_READING", "MT19937_STATE_BYTES",
            "vera_plus_extra_macs", "vera_plus_rank_for_macs"]
 
 #: Precisions reported for stored values (bits per value).
@@ -32,12 +32,16 @@ PRECISION_BITS = {"fp32": 32, "fp16": 16, "int8": 8}
 #: of the source images (CIFAR-10's pixels are 8-bit; the digits' 0-16 grey levels fit in 8 bits), so keeping
 #: them at 8 bits loses nothing. Ours: the study states no precision.
 PIXEL_BITS = 8
-#: How random projections regenerable from a seed are counted (issue 21): label -> what the chip keeps.
+#: How random projections regenerable from a seed are counted: label -> what the chip keeps.
 PROJECTION_READINGS = {
     "sram": "A and B kept in SRAM (stored, or regenerated once at power-up into SRAM): their values are counted",
     "regenerated": "A and B regenerated at every inference: the seed and the generator's state are counted, and "
                    "the draws and their Kaiming scaling are work per inference",
 }
+#: Our reading of the study's "reuses shared projection matrices": matrices that are *reused* are kept, so A and B
+#: sit in SRAM (stored, or regenerated once at power-up into SRAM; the same SRAM either way). Every storage total
+#: counts this reading unless told otherwise; the claims page shows the per-inference regeneration beside it.
+OUR_READING = "sram"
 #: State of the generator that reproduces rramlib's (and peft's) projections bit for bit: torch's CPU generator is
 #: the Mersenne Twister MT19937, 624 words of 32 bits (Matsumoto & Nishimura, ACM TOMACS 1998).
 MT19937_STATE_BYTES = 624 * 4
@@ -79,19 +83,20 @@ class Storage:
     def bytes_per_level(self, precision: str = "fp32") -> float:
         return self.values_per_level * PRECISION_BITS[precision] / 8
 
-    def total_bytes(self, precision: str = "fp32", projections: str | None = None) -> float:
+    def total_bytes(self, precision: str = "fp32", projections: str | None = OUR_READING) -> float:
         """Bytes of everything kept: values at ``precision``, input images at :data:`PIXEL_BITS`, seeds.
 
-        ``projections`` (:data:`PROJECTION_READINGS`): ``"sram"`` adds the projections' values at ``precision``
-        (and no seed: they are there); ``"regenerated"`` adds the generator's state to the seed; ``None`` counts
-        the seed alone (no projections, no generator: the count before issue 21).
+        ``projections`` (:data:`PROJECTION_READINGS`): ``"sram"`` (the default, :data:`OUR_READING`) adds the
+        projections' values at ``precision`` to the seed (SRAM forgets at power-off: the seed refills them);
+        ``"regenerated"`` adds the generator's state to the seed; ``None`` counts the seed alone (neither reading:
+        how earlier builds counted VeRA+).
         """
         if projections is not None and projections not in PROJECTION_READINGS:
             raise RramlibError(f"projections must be one of {sorted(PROJECTION_READINGS)} or None, got {projections!r}")
         bits = PRECISION_BITS[precision]
         values = (self.total_values - self.input_values) * bits / 8 + self.input_values * PIXEL_BITS / 8
         if projections == "sram":
-            return values + self.projection_values * bits / 8
+            return values + self.projection_values * bits / 8 + self.seed_bytes
         if projections == "regenerated":
             return values + self.seed_bytes + self.generator_state_bytes
         return values + self.seed_bytes

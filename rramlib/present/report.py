@@ -78,7 +78,10 @@ class Report:
         """Glue ``value`` under ``key`` and store it; returns the formatted text (for printing).
 
         NaN is stored as JSON ``null`` but glued as NaN, so that a formatted reference in the prose
-        (``{glue:text}`key:.3f```) reads ``nan`` instead of failing the build."""
+        (``{glue:text}`key:.3f```) reads ``nan`` instead of failing the build. A key reported twice is refused
+        (the book would fail on the duplicate glue, far from the cell that made it)."""
+        if key in self.numbers:
+            raise RramlibError(f"{self.notebook}: number {key!r} reported twice")
         stored = _plain(value)
         self.numbers[key] = stored
         _glue(key, value.item() if hasattr(value, "item") else value)

@@ -5,7 +5,7 @@ where marked ``"digest (unverified)"``, from a second-hand digest of the full te
 check. ``notebook``/``key`` name the results file and number that hold our measurement
 (``results/<notebook>.json`` -> ``numbers[key]``); ``None`` means we cannot measure it. A row about VeRA+'s
 storage or work counts its shared projections A and B under our reading of the study's "reuses shared
-projection matrices" (kept in SRAM, :data:`rramlib.study.costs.OUR_READING`) and gives, in ``other_key``, the
+projection matrices" (kept in SRAM, :data:`rramlib.methods.overhead.OUR_READING`) and gives, in ``other_key``, the
 number under the other reading (regenerated at every inference from the seed). Every row names the profile its
 chapter ran at (:func:`rramlib.study.scope.chapter_profile`), which in a study-scale build differs by chapter.
 """
@@ -156,7 +156,7 @@ def claims_table(out_dir, profile: str, recorded=None):
 
 def own_baseline(exp, config, method, chips, cache, labels):
     """A method that programs weights of its own (noise-aware training fine-tunes the base network further) divided
-    by its own drift-free accuracy as well as by the base model's (issue 21): per time label of ``labels``, the mean
+    by its own drift-free accuracy as well as by the base model's: per time label of ``labels``, the mean
     accuracy over evaluation ``chips`` (:func:`rramlib.study.experiments.chip_accuracies`, cached like the
     comparison's), the base model's and the method's own drift-free (software) accuracy, and the retained
     percentage against each. ``method``: fitted, with its software network in ``model_``."""

@@ -39,7 +39,7 @@ from rramlib.methods.schedule import log_windows
 from rramlib.core.numerics import numeric_environment
 from rramlib.study.experiments import chip_accuracies, fit_level, prepare, run_sweep as run_in_process
 
-__all__ = ["connect", "fill_cache", "local_cluster", "require_cache", "run_sweep", "slurm_cluster"]
+__all__ = ["THREAD_VARIABLES", "connect", "fill_cache", "local_cluster", "require_cache", "run_sweep", "slurm_cluster"]
 
 def _import_distributed():
     try:
@@ -55,6 +55,10 @@ def _check_workers(workers) -> int:
     return workers
 
 
+#: The variables that set a worker's thread count (OpenMP, MKL, OpenBLAS).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
 def local_cluster(workers: int, *, threads: int | None = None):
     """A Dask cluster of ``workers`` processes on this machine, listening on 127.0.0.1 only.
 
@@ -66,7 +70,7 @@ def local_cluster(workers: int, *, threads: int | None = None):
     _check_workers(workers)
     distributed = _import_distributed()
     threads = threads or torch.get_num_threads()
-    env = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    env = {name: str(threads) for name in THREAD_VARIABLES}
     with _environ(env):  # inherited by the worker processes the nannies spawn
         return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                         dashboard_address=None, silence_logs=40)
@@ -97,7 +101,10 @@ def connect(*, workers: int | None = None, scheduler: str | None = None, timeout
         _check_workers(workers)
     distributed = _import_distributed()
     if workers is not None:
-        with local_cluster(workers, threads=threads) as cluster, distributed.Client(cluster) as client:
+        # a nanny that restarts a worker writes the workers' thread variables into this process's environment
+        # (Dask applies pre-spawn-environ in the nanny, which lives here): put ours back when the cluster closes
+        with temporary_environ({}, keep=THREAD_VARIABLES), local_cluster(workers, threads=threads) as cluster, \
+                distributed.Client(cluster) as client:
             yield client
         return
     if timeout is None:

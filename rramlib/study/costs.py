@@ -10,7 +10,7 @@ few synthetic inputs of the right shape (:func:`synthetic_splits`); its DoRA row
 Like with like: every VeRA+ row names its sharing mode (per-layer or cross-layer vectors), LoRA is counted
 with peft's layout and with VeRA+'s 1×1 branch at VeRA+'s rank, and every ratio says whether structure and
 sharing match (:func:`storage_ratios`). VeRA+'s shared projections A and B are counted under both readings of
-:data:`~rramlib.methods.overhead.PROJECTION_READINGS` (issue 21): in SRAM, or regenerated at every inference.
+:data:`~rramlib.methods.overhead.PROJECTION_READINGS`: in SRAM, or regenerated at every inference.
 BN calibration is read two ways (:func:`bn_readings`): one BN set per drift level (the measured ``bn`` method,
 and the four-value bound :func:`bn_storage_bound` as a note) and recalibration in the field from ``N`` stored
 images (:func:`field_bn_curve`, with its accuracy measured by
@@ -28,24 +28,23 @@ from rramlib.device.analog import rram_layers
 from rramlib.nn.data import DatasetSplits
 from rramlib.core.errors import check_choice, check_int
 from rramlib.nn.models import build_model, count_parameters
-from rramlib.methods.overhead import (PIXEL_BITS, PRECISION_BITS, PROJECTION_READINGS, base_macs, vera_plus_extra_macs,
-                                      vera_plus_rank_for_macs)
+from rramlib.methods.overhead import (OUR_READING, PIXEL_BITS, PRECISION_BITS, PROJECTION_READINGS, base_macs,
+                                      vera_plus_extra_macs, vera_plus_rank_for_macs)
 from rramlib.methods.compensation import FitContext
 from rramlib.methods.schedule import log_windows
 
-__all__ = ["INPUT_SHAPES", "MODEL_DATA", "ROW_KEYS", "PAPER_EXTRA_MACS", "OUR_READING", "synthetic_splits",
-           "method_variants", "cost_tables", "storage_ratios", "bn_channels", "widest_layer", "bn_storage_bound",
-           "image_bytes", "bn_readings", "field_bn_curve", "field_bn_match", "macs_vs_rank"]
+__all__ = ["INPUT_SHAPES", "MODEL_DATA", "ROW_KEYS", "PAPER_EXTRA_MACS", "READING_LABELS",
+           "our_reading_label", "synthetic_splits", "method_variants", "cost_tables", "storage_ratios", "bn_channels",
+           "widest_layer", "bn_storage_bound", "image_bytes", "bn_readings", "field_bn_curve", "field_bn_match",
+           "macs_vs_rank"]
 
 #: data set -> (channels, image size, classes) of the inputs a network is built for
 INPUT_SHAPES = {"digits": (1, 8, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100), "imagefolder": (3, 224, 1000)}
 #: the data set each network is built for
 MODEL_DATA = {"digits_cnn": "digits", "digits_mlp": "digits", "resnet20": "cifar10", "resnet32": "cifar10",
               "resnet56": "cifar10", "resnet50": "imagefolder"}
-#: Our reading of the study's "reuses shared projection matrices": matrices that are *reused* are kept, so A and B
-#: sit in SRAM (stored, or regenerated once at power-up into SRAM; the same SRAM either way). The claims page
-#: reports this reading as ours and the per-inference regeneration beside it.
-OUR_READING = "sram"
+#: Short labels of :data:`~rramlib.methods.overhead.PROJECTION_READINGS`, for axes and captions that show a total.
+READING_LABELS = {"sram": "A and B in SRAM", "regenerated": "A and B regenerated per inference"}
 #: row labels of the variants (:func:`method_variants`)
 VERA_LAYER, VERA_CROSS = "vera_plus (per-layer)", "vera_plus (cross-layer)"
 LORA_1X1, LORA_PEFT = "lora (1×1 branch, VeRA+ rank)", "lora (peft layout, VeRA+ rank)"
@@ -55,6 +54,12 @@ ROW_KEYS = {VERA_CROSS: "vera_cross", VERA_LAYER: "vera_layer", "bn": "bn", BN_A
             LORA_1X1: "lora_1x1", LORA_PEFT: "lora_peft"}
 #: VeRA+'s extra compute as the study's digest states it (ResNet-20; unverified, see the claims page)
 PAPER_EXTRA_MACS = 0.019
+
+
+def our_reading_label() -> str:
+    """How a storage axis or caption names the reading its VeRA+ totals use: ``"VeRA+ with A and B in SRAM (our
+    reading)"`` (:data:`OUR_READING`)."""
+    return f"VeRA+ with {READING_LABELS[OUR_READING]} (our reading)"
 
 
 def synthetic_splits(dataset: str, n: int = 16) -> DatasetSplits:
@@ -146,7 +151,7 @@ def cost_tables(variants: dict, fitted: dict | None = None) -> tuple[pd.DataFram
                    "seed_bytes": st.seed_bytes, "projection_values": st.projection_values,
                    "generator_state_bytes": st.generator_state_bytes}
             row.update({f"bytes_per_level_{p}": st.bytes_per_level(p) for p in PRECISION_BITS})
-            row.update({f"total_bytes_{p}": st.total_bytes(p) for p in PRECISION_BITS})
+            row.update({f"total_bytes_{p}": st.total_bytes(p, None) for p in PRECISION_BITS})  # seed only
             row.update({f"total_bytes_{r}_{p}": st.total_bytes(p, r) for r in PROJECTION_READINGS
                         for p in PRECISION_BITS})
             row["online"] = st.online

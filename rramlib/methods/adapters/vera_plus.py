@@ -173,7 +173,7 @@ class VeraPlus(AdapterController):
     def projection_values(self) -> int:
         """Values of A (r × max fan-in) and B (max fan-out × r): what SRAM holds if the projections sit there
         (stored, or regenerated at power-up), or what is drawn again at every inference if they are regenerated
-        (issue 21; :data:`rramlib.methods.overhead.PROJECTION_READINGS`)."""
+        (:data:`rramlib.methods.overhead.PROJECTION_READINGS`)."""
         return self.rank * self.in_max + self.out_max * self.rank
 
     def _macs_per_position(self, index: int) -> int:

@@ -1,7 +1,7 @@
 """BatchNorm recalibrated in the field: the chip re-estimates its BN statistics from images it keeps.
 
 The ``bn`` method (:mod:`~rramlib.methods.compensation.bn`) stores one BN set per drift level, estimated
-offline on training chips. Recalibrating *in the field* instead (issue 21, the reading of the VeRA+
+offline on training chips. Recalibrating *in the field* instead (the reading of the VeRA+
 abstract's "no data replay" under which BN must keep data) re-estimates every BatchNorm layer's running
 mean and variance on the chip being used, at the time it is read, from ``N`` input images stored on the
 chip; nothing is stored per level, but the images are. :func:`recalibrate_in_field` does one recalibration;

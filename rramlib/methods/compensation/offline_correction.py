@@ -8,7 +8,7 @@ LoRA and VeRA+, which are special cases of it; the upper line is the chip rewrit
 (:mod:`~rramlib.methods.compensation.reprogram`). Its storage is one whole set of RRAM weights per level. An
 RRAM chip cannot add ΔW_k to the weights before they are read without rewriting the array, so the
 correction runs digitally beside the crossbar: ΔW_k·x costs as many MACs as the layer itself
-(:meth:`OfflineCorrection.extra_macs`, issue 21); done by rewriting the array it would be reprogramming.
+(:meth:`OfflineCorrection.extra_macs`); done by rewriting the array it would be reprogramming.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Per adapted layer ``y = W(t)·x + Λ_b·B·Λ_d·A·x`` (see :mod:`rramlib.metho
 (λ_b, λ_d) set per drift level trained offline with drift injection, selected by elapsed
 time in the field (drift-aware scheduling, :mod:`rramlib.methods.schedule`). A and B are regenerable
 from a seed; :meth:`VeraPlusMethod.storage` counts their values and the generator's state apart, so that
-both readings (kept in SRAM, or regenerated at every inference) can be reported (issue 21).
+both readings (kept in SRAM, or regenerated at every inference) can be reported.
 """
 from __future__ import annotations
 
