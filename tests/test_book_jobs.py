@@ -136,9 +136,11 @@ def test_side_by_side_order_and_kernel_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("RRAMLIB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # a small profile's kernels run on one thread all the same
 
-    # 01_a runs until 02_b runs: side by side they overlap; one at a time, 01_a would wait in vain
-    specs = {"01_a": {"extra": _wait_for("b-running", then=1)},
-             "02_b": {"extra": "pathlib.Path(log_dir, 'b-running').touch()\nimport torch\n"
+    # each runs until the other runs: side by side they overlap (whichever kernel starts first); one at a time, the
+    # first would wait in vain
+    specs = {"01_a": {"extra": "pathlib.Path(log_dir, 'a-running').touch()\n" + _wait_for("b-running", then=1)},
+             "02_b": {"extra": "pathlib.Path(log_dir, 'b-running').touch()\n" + _wait_for("a-running") +
+                               "import torch\n"
                                "threads = torch.get_num_threads()\n"
                                "pathlib.Path(log_dir, 'isa').write_text(torch.backends.cpu.get_cpu_capability())\n"
                                "pathlib.Path(log_dir, 'malloc').write_text(os.environ.get('GLIBC_TUNABLES', ''))\n"},

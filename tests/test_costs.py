@@ -249,4 +249,4 @@ def test_every_projection_reading_has_a_label_and_ours_is_one_of_them():
     from rramlib.methods.overhead import PROJECTION_READINGS
 
     assert set(costs.READING_LABELS) == set(PROJECTION_READINGS) and OUR_READING in PROJECTION_READINGS
-    assert costs.our_reading_label() == f"VeRA+ with {costs.READING_LABELS[OUR_READING]} (our reading)"
+    assert costs.our_reading_label() == f"VeRA+: {costs.READING_LABELS[OUR_READING]} (our reading)"

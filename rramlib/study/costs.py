@@ -57,9 +57,9 @@ PAPER_EXTRA_MACS = 0.019
 
 
 def our_reading_label() -> str:
-    """How a storage axis or caption names the reading its VeRA+ totals use: ``"VeRA+ with A and B in SRAM (our
-    reading)"`` (:data:`OUR_READING`)."""
-    return f"VeRA+ with {READING_LABELS[OUR_READING]} (our reading)"
+    """How a storage axis or caption names the reading its VeRA+ totals use, short enough for an axis label:
+    ``"VeRA+: A and B in SRAM (our reading)"`` (:data:`~rramlib.methods.overhead.OUR_READING`)."""
+    return f"VeRA+: {READING_LABELS[OUR_READING]} (our reading)"
 
 
 def synthetic_splits(dataset: str, n: int = 16) -> DatasetSplits:
