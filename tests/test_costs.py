@@ -250,3 +250,15 @@ def test_every_projection_reading_has_a_label_and_ours_is_one_of_them():
 
     assert set(costs.READING_LABELS) == set(PROJECTION_READINGS) and OUR_READING in PROJECTION_READINGS
     assert costs.our_reading_label() == f"VeRA+: {costs.READING_LABELS[OUR_READING]} (our reading)"
+
+
+def test_method_variants_add_the_other_sharing_and_bn_finetuning():
+    from rramlib.study.costs import method_variants
+    from rramlib.study.experiments import SweepConfig
+
+    rows = method_variants(SweepConfig(profile="smoke", preset="ibm_pcm", methods=("vera_plus", "bn")))
+    labels = [r[0] for r in rows]
+    assert labels == ["vera_plus (per-layer)", "vera_plus (cross-layer)", "bn", "bn (+ γ/β fine-tuned)"]
+    sharing = [r[2].method("vera_plus").params["sharing"] for r in rows[:2]]
+    assert sharing == ["layer", "cross"]
+    assert rows[3][2].method("bn").params["finetune_steps"] >= 1

@@ -90,3 +90,16 @@ def test_fit_level_refuses_what_has_no_such_level(exp):
     for level in (3, -1):
         with pytest.raises(RramlibError, match="drift level"):
             fit_level(CONFIG.method("vera_plus"), exp.ctx, exp.fit_key, Cache(None), level)
+
+
+def test_switching_times_straddle_every_edge():
+    from rramlib.study.experiments import switching_times
+    from rramlib.methods.schedule import log_windows
+    from rramlib.core.times import parse_time
+
+    schedule = log_windows(4)
+    times = switching_times(schedule, ("1s", "1d", "10y"), 5)
+    seconds = [parse_time(t) for t in times]
+    assert seconds == sorted(seconds) and {"1s", "1d", "10y"} <= set(times)
+    for e in schedule.edges[1:-1]:
+        assert any(abs(s - 0.93 * e) < 1e-5 * e for s in seconds) and any(abs(s - 1.07 * e) < 1e-5 * e for s in seconds)

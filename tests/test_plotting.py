@@ -222,3 +222,23 @@ def test_report_records_each_figures_smallest_text_less_its_footer(tmp_path):
     ax.tick_params(labelsize=12)
     report.figure(wide, "F0_wide")
     assert report.figure_text_px["F0_wide"] < BODY_PX
+
+
+def test_place_labels_do_not_overlap():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rramlib.present.plotting import place_labels
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    xs, ys = [1.0, 1.05, 1.1, 3.0], [0.5, 0.5, 0.52, 0.9]
+    ax.plot(xs, ys, "o")
+    ax.set_xlim(0, 4)
+    ax.set_ylim(0, 1)
+    texts = place_labels(ax, xs, ys, ["alpha", "beta", "gamma", "delta"])
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    plt.close(fig)

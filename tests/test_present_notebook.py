@@ -10,7 +10,7 @@ import pytest
 
 from rramlib import book
 from rramlib.core.errors import RramlibError
-from rramlib.present.notebook import check_parameters
+from rramlib.present.notebook import PARAMETERS, as_list, check_parameters
 from tiny_book import tiny_book_dirs
 
 
@@ -72,3 +72,109 @@ def test_the_build_key_and_page_ignore_the_scheduler(tmp_path, monkeypatch):
     assert "10.0.0.1" not in page and "127.0.0.1" not in page  # where it ran is not part of the page
     assert "scheduler" in page and "done" in page  # its default is listed in the box; the outputs are there
     assert build(shift=1)[:2] == (False, 2)  # a parameter the results depend on still runs it again
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, []), ("ibm_pcm", ["ibm_pcm"]), (3, [3]), ((1, 2), [1, 2]), ("[1, 2]", [1, 2]), ('["a", "b"]', ["a", "b"]),
+    ("(4, 8)", [4, 8]), ("('a(b)', 2)", ["a(b)", 2]), ('["x)", "(y"]', ["x)", "(y"]), ("(4)", [4]),
+    ("[vera_plus, bn]", ["vera_plus", "bn"]), ("(1d, 10y)", ["1d", "10y"]), ("[]", []), ("[0.5, 2]", [0.5, 2]),
+])
+def test_as_list(value, expected):
+    """Python literals keep parentheses inside their strings; bare words still read as a YAML list."""
+    assert as_list(value) == expected
+
+@pytest.mark.parametrize("text", ["[4, ", "(a, [b)", "[1, 2] x"])
+def test_as_list_rejects_what_is_not_a_list(text):
+    with pytest.raises(RramlibError, match="cannot read the list"):
+        as_list(text)
+
+def test_notebook_helpers_pass_the_data_folder(tmp_path, monkeypatch):
+    """Every way a notebook reaches data passes the data folder: ``data_root``, else ``$RRAMLIB_DATA_ROOT``."""
+    from types import SimpleNamespace
+
+    from rramlib.present import notebook
+    from rramlib.present.notebook import start
+
+    seen = []
+
+    def fake(result):
+        def call(*args, **kwargs):
+            seen.append(kwargs["data_root"])
+            return result
+        return call
+
+    exp = SimpleNamespace(base="base", fit=lambda name, config, cache: f"fitted {name}")
+    monkeypatch.setattr(notebook, "prepare", fake(exp))
+    monkeypatch.setattr(notebook, "greedy_schedule", fake(("schedule", [])))
+    monkeypatch.setattr(notebook, "train_pair", fake("pair"))
+    monkeypatch.setenv("RRAMLIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RRAMLIB_DATA_ROOT", "/from/env")
+    nb = start("99_test", profile="smoke", out_dir=str(tmp_path))
+    config = nb.config(("none", "bn"))
+    assert nb.prepare(config) is exp
+    assert nb.fitted(config, ["none", "bn"]) == ("base", {"none": "fitted none", "bn": "fitted bn"})
+    assert nb.greedy_schedule(config, 0.01, n_chips=2) == ("schedule", [])
+    assert nb.train_pair() == "pair"
+    assert seen == ["/from/env"] * 4
+    given = start("99_test", profile="smoke", out_dir=str(tmp_path), data_root="/given")
+    given.prepare(config)
+    assert seen[-1] == "/given"
+
+def test_check_parameters_normalises_and_fills_profile_defaults():
+    out = check_parameters({"profile": "smoke", "ranks": "[4, 8]", "n_devices": None, "levels_list": None,
+                            "methods": "vera_plus", "budgets": (0.0234,)})
+    assert out == {"profile": "smoke", "ranks": [4, 8], "n_devices": 10_000, "levels_list": [1, 2],
+                   "methods": ["vera_plus"], "budgets": [0.0234]}
+    assert check_parameters({"profile": "quick", "n_devices": None})["n_devices"] == 100_000
+
+@pytest.mark.parametrize("params, match", [
+    ({"profile": "huge"}, "unknown profile"),
+    ({"colour": "red"}, "unknown notebook parameter"),
+    ({"preset": "nonsense"}, "unknown preset"),
+    ({"methods": ["none", "magic"]}, "unknown method"),
+    ({"methods": []}, "at least one"),
+    ({"drift_scale": -1.0}, ">= 0"),
+    ({"ranks": [4, 0]}, ">= 1"),
+    ({"ranks": [4.5]}, "must be an integer"),
+    ({"budgets": [1.5]}, "fraction"),
+    ({"g_targets": [0.5, 1.2]}, "fraction"),
+    ({"table_times": ["1d", "soon"]}, "time"),
+    ({"run_greedy": "yes"}, "must be bool"),
+    ({"n_devices": 10}, ">= 100"),
+    ({"range_mode": "ignore"}, "unknown range_mode"),
+    ({"ranks": "[4, "}, "cannot read the list"),
+])
+def test_check_parameters_rejects_bad_input(params, match):
+    with pytest.raises(RramlibError, match=match):
+        check_parameters(params)
+
+def test_notebook_grid_and_config(tmp_path, monkeypatch):
+    from rramlib.present.notebook import start
+
+    monkeypatch.setenv("RRAMLIB_CACHE", str(tmp_path / "cache"))
+    nb = start("99_test", profile="smoke", out_dir=str(tmp_path), preset="ibm_pcm", drift_scale=2.0)
+    assert nb.profile.times == ("1s", "1d", "10y")
+    assert nb.grid("1d", "10y") is None  # the plain grid: the same sweeps as every other notebook
+    assert nb.grid("1y", "1s") == ("1s", "1d", "1y", "10y")
+    config = nb.config(("none", "bn"), times=nb.grid("1y"))
+    assert (config.profile, config.preset, config.methods, config.drift_params) == (
+        "smoke", "ibm_pcm", ("none", "bn"), {"drift_scale": 2.0})
+    assert nb.config(drift_params={"rd": 0.3}, preset="relative_gaussian").drift_params == {"drift_scale": 2.0,
+                                                                                             "rd": 0.3}
+    assert nb.parameter_table().set_index("parameter")["value"].to_dict()["drift_scale"] == "2.0"
+
+def test_every_registered_parameter_checks_its_values():
+    assert all(callable(spec.check) for spec in PARAMETERS.values())
+    assert PARAMETERS["levels_list"].default("smoke") == [1, 2]
+
+def test_crossbar_parameter_reaches_the_sweep(tmp_path, monkeypatch):
+    from rramlib.device.crossbar import CROSSBARS
+    from rramlib.present.notebook import start
+
+    monkeypatch.setenv("RRAMLIB_CACHE", str(tmp_path / "cache"))
+    other = next(c for c in CROSSBARS if c != "ideal")
+    nb = start("03_comparison", profile="smoke", out_dir=str(tmp_path), crossbar=other)
+    assert nb.config(("none",)).crossbar == other
+    assert start("03_comparison", profile="smoke", out_dir=str(tmp_path)).config().crossbar == "ideal"
+    with pytest.raises(RramlibError, match="unknown crossbar"):
+        start("03_comparison", profile="smoke", out_dir=str(tmp_path), crossbar="quantum")

@@ -82,3 +82,28 @@ def test_a_number_reported_twice_is_refused_before_the_book_sees_a_duplicate_glu
     with pytest.raises(RramlibError, match="'x' reported twice"):
         report.number("x", 1.0)
     assert report.numbers == {"x": 1.0}
+
+
+def test_runtime_table_and_claims_table(tmp_path):
+    from rramlib.study.claims import CLAIMS, claims_table
+    from rramlib.present.report import runtime_table
+
+    c1 = next(c for c in CLAIMS if c.id == "C1")
+    numbers = {c.key: 0.5 for c in CLAIMS if c.notebook == c1.notebook}
+    (tmp_path / f"{c1.notebook}.json").write_text(json.dumps(
+        {"notebook": c1.notebook, "numbers": {**numbers, c1.key: 99.5}, "runtime_s": 12.34, "peak_rss_mb": 321.4}))
+    (tmp_path / "build_times.json").write_text(json.dumps({"jobs": 2, "notebooks": {c1.notebook: {"seconds": 13.0,
+                                                                                                  "cached": False}}}))
+    times = runtime_table(tmp_path)
+    assert times.to_dict("records") == [{"notebook": c1.notebook, "runtime (s)": 12.3, "CPU (s)": None,
+                                         "peak RAM (MiB)": 321, "builder wall (s)": 13.0, "cached": False,
+                                         "notebooks at once": 2}]
+    t5, ours = claims_table(tmp_path, "quick")
+    assert ours["C1"] == pytest.approx(99.5 * c1.scale)
+    row = t5.set_index("id").loc["C1"]
+    assert row["ours"] == "99.5 %" and row["wall time (s)"] == 12.3
+    assert t5.set_index("id").loc["C3", "ours"] == "not run"
+    (tmp_path / f"{c1.notebook}.json").write_text(json.dumps({"notebook": c1.notebook, "numbers": {},
+                                                               "runtime_s": 1, "peak_rss_mb": 1}))
+    with pytest.raises(RramlibError, match="stores no number"):
+        claims_table(tmp_path, "quick")
