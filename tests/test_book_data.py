@@ -88,6 +88,7 @@ SMALL_PARAMETERS = {
     "dense_points": 3, "run_greedy": False, "val_chips": 1, "ranks": [4], "sharings": ["cross"], "kd_weights": [0.0],
     "reference_methods": ["none"], "samples": [1], "budgets": [0.1], "n_params": 1, "depth_models": [],
     "dac_bits": [5], "adc_bits": [7], "out_noises": [0.0], "tuned_methods": ["vera_plus"],
+    "mac_models": ["resnet20"], "field_images": [10],
 }
 
 
