@@ -37,7 +37,7 @@ from rramlib.core.files import atomic_write
 from rramlib.core.numerics import numeric_environment
 
 __all__ = ["KINDS", "Cache", "code_files", "config_hash", "default_cache_dir", "imported_modules", "kind_modules",
-           "module_closure", "source_digest"]
+           "load_checked", "module_closure", "save_checked", "source_digest"]
 
 log = logging.getLogger(__name__)
 _MAGIC = b"rramlib-cache-v1 "
@@ -222,6 +222,28 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("RRAMLIB_CACHE", ".rramlib_cache"))
 
 
+def save_checked(path: str | os.PathLike, obj: Any, magic: bytes) -> None:
+    """``torch.save`` ``obj`` to ``path`` atomically, behind a header line ``magic`` + the payload's SHA-256 (the
+    results cache's entries, the training's checkpoints)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    payload = buffer.getvalue()
+    atomic_write(path, magic + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+
+
+def load_checked(path: str | os.PathLike, magic: bytes, map_location=None) -> Any | None:
+    """What :func:`save_checked` stored at ``path``; None when the file is absent. Raises ValueError when its
+    header is not ``magic`` or its checksum does not match (truncated, corrupted), or torch's error when unreadable."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    header, payload = data.split(b"\n", 1) if b"\n" in data else (data, b"")
+    if not header.startswith(magic) or header[len(magic):].decode() != hashlib.sha256(payload).hexdigest():
+        raise ValueError("checksum mismatch")
+    return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+
+
 class Cache:
     """Content-addressed results store. ``Cache(None)`` disables caching (always computes)."""
 
@@ -239,14 +261,7 @@ class Cache:
             return None
         path = self.path(kind, key)
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        try:
-            header, payload = data.split(b"\n", 1)
-            if not header.startswith(_MAGIC) or header[len(_MAGIC):].decode() != hashlib.sha256(payload).hexdigest():
-                raise ValueError("checksum mismatch")
-            return torch.load(io.BytesIO(payload), weights_only=True)
+            return load_checked(path, _MAGIC)
         except Exception as exc:  # a damaged entry is never used
             log.warning("discarding damaged cache entry %s (%s)", path, exc)
             path.unlink(missing_ok=True)
@@ -256,11 +271,7 @@ class Cache:
         """Store ``obj`` atomically (temporary file, fsync, rename)."""
         if self.root is None:
             return
-        buffer = io.BytesIO()
-        torch.save(obj, buffer)
-        payload = buffer.getvalue()
-        header = _MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
-        atomic_write(self.path(kind, key), header + payload)
+        save_checked(self.path(kind, key), obj, _MAGIC)
 
     def get_or_compute(self, kind: str, config: dict, compute: Callable[[], Any]) -> Any:
         """Return the cached result of ``kind`` for ``config`` (:func:`config_hash`) or compute, store and return it."""

@@ -33,8 +33,6 @@ weights back so that the gradient computed at drifted weights updates the clean 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import logging
 import math
 import os
@@ -50,7 +48,7 @@ from tqdm import tqdm
 
 from rramlib.core.config import Config
 from rramlib.core.errors import RramlibError
-from rramlib.core.files import atomic_write
+from rramlib.core.cache import load_checked, save_checked
 from rramlib.nn.data import DatasetSplits, make_loader
 from rramlib.nn.evaluate import accuracy
 
@@ -187,24 +185,14 @@ _MAGIC = b"rramlib-checkpoint-v1 "
 
 
 def _write_checkpoint(path: Path, state: dict) -> None:
-    """torch.save ``state`` to ``path`` atomically, behind a SHA-256 checksum line (as the results cache does)."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    payload = buffer.getvalue()
-    atomic_write(path, _MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+    """Save ``state`` to ``path`` atomically behind a checksum line (:func:`rramlib.core.cache.save_checked`)."""
+    save_checked(path, state, _MAGIC)
 
 
 def _read_checkpoint(path: Path) -> dict | None:
     """The checkpoint at ``path``; None (with a warning) when absent, damaged or unreadable."""
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    try:
-        header, payload = data.split(b"\n", 1)
-        if not header.startswith(_MAGIC) or header[len(_MAGIC):].decode() != hashlib.sha256(payload).hexdigest():
-            raise ValueError("checksum mismatch")
-        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+        return load_checked(path, _MAGIC, map_location="cpu")
     except Exception as exc:  # a damaged checkpoint is never used
         log.warning("ignoring damaged training checkpoint %s (%s); training from the start", path, exc)
         return None
