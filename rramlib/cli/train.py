@@ -42,6 +42,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_option(parser, "--epochs", TrainConfig, "epochs", default=None, unset="the profile's", type=int)
     add_config_option(parser, "--precision", TrainConfig, "precision", default=None, unset="the profile's")
     add_config_option(parser, "--device", Profile, "device", default=None, unset="the profile's")
+    parser.add_argument("--base-seed", type=int, action="append", default=None, dest="base_seeds",
+                        help="train the base model of this seed only (repeatable; default: every one of the "
+                             "profile's base_seeds, one after the other)")
     parser.add_argument("--data-root", default=None, help="folder holding the dataset (CIFAR, ImageFolder)")
     parser.add_argument("--download", action="store_true", help="download the dataset into --data-root")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes per training process")
@@ -71,6 +74,8 @@ def start(args: argparse.Namespace) -> tuple[Profile, torch.device, Cache]:
     checked before any work. Under torchrun a GPU device is this process's (``LOCAL_RANK``)."""
     check_int("--num-workers", args.num_workers, 0)
     profile = get_profile(args.profile, **profile_overrides(args))
+    for seed in getattr(args, "base_seeds", None) or ():
+        profile.with_base_seed(seed)  # checks the seed
     device = resolve_device(profile.device)
     if device.type == "cuda" and under_torchrun():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -81,12 +86,15 @@ def start(args: argparse.Namespace) -> tuple[Profile, torch.device, Cache]:
 def train_command(args: argparse.Namespace) -> int:
     """``rramlib train``: data-parallel under torchrun, else in this process; prints where the model is."""
     profile, device, cache = start(args)
-    if under_torchrun():
-        return _train_data_parallel(args, profile, device, cache)
-    base = train_base_model(profile, data_root=args.data_root, download=args.download, cache=cache,
-                            progress=not args.quiet, num_workers=args.num_workers)
-    print(f"base model {profile.model} on {profile.dataset}: drift-free test accuracy {base.accuracy:.4f}; "
-          f"cached in {cache.path('model', model_key(profile, base.splits))}")
+    for seed in args.base_seeds or profile.base_seeds:
+        seeded = profile.with_base_seed(seed)
+        if under_torchrun():
+            _train_data_parallel(args, seeded, device, cache)
+            continue
+        base = train_base_model(seeded, data_root=args.data_root, download=args.download, cache=cache,
+                                progress=not args.quiet, num_workers=args.num_workers)
+        print(f"base model {seeded.model} (base seed {seed}) on {seeded.dataset}: drift-free test accuracy "
+              f"{base.accuracy:.4f}; cached in {cache.path('model', base.key)}")
     return 0
 
 
