@@ -73,6 +73,8 @@ KINDS: dict[str, tuple[str, ...]] = {
     "sweep": ("study.experiments",),  # one evaluation chip's accuracies
     "tuning": ("study.tuning",),  # one candidate's validation accuracies
     "hfn": ("study.hidden_fold",),  # a trained HFN and its dense twin
+    "text_data": ("nn.text",),  # a tokenised text dataset (the tokenizer trained on its training split)
+    "text_model": ("study.text",),  # a trained (or fine-tuned) text classifier
 }
 #: Data files that belong to a package (beside its ``__init__.py``) and enter its code identity.
 DATA_SUFFIXES = (".csv",)
