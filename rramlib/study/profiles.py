@@ -107,6 +107,15 @@ _CIFAR_BASE_SEEDS = (0, 1, 2)
 #: default would spend 20 minutes of the profile's budget on one baseline).
 _CIFAR_METHODS: dict = {"noise_aware": {"epochs": 3}}
 
+#: The study-scale profile (its side-chapter variant below shares its base models: same data, seeds and training).
+_CIFAR = Profile(
+    name="cifar", dataset="cifar10", model="resnet20",
+    train=TrainConfig(epochs=_CIFAR_EPOCHS, lr=0.1, batch_size=128, weight_decay=5e-4, precision="bf16"),
+    base_seeds=_CIFAR_BASE_SEEDS, chips=5, train_chips=4, method_params=_CIFAR_METHODS, mapping="differential",
+    eval_batch_size=128,
+    description="the study's scale on 2 CPU cores: ResNet-20 on real CIFAR-10, hours",
+)
+
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke", dataset="digits", model="digits_cnn",
@@ -120,13 +129,10 @@ PROFILES: dict[str, Profile] = {
         chips=5, method_params={"dora": _DIGITS_DORA},
         description="default: scikit-learn digits, minutes on 2 CPU cores",
     ),
-    "cifar": Profile(
-        name="cifar", dataset="cifar10", model="resnet20",
-        train=TrainConfig(epochs=_CIFAR_EPOCHS, lr=0.1, batch_size=128, weight_decay=5e-4, precision="bf16"),
-        base_seeds=_CIFAR_BASE_SEEDS, chips=5, train_chips=4, method_params=_CIFAR_METHODS, mapping="differential",
-        eval_batch_size=128,
-        description="the study's scale on 2 CPU cores: ResNet-20 on real CIFAR-10, hours",
-    ),
+    "cifar": _CIFAR,
+    "cifar_subset": dataclasses.replace(
+        _CIFAR, name="cifar_subset", base_seeds=_CIFAR_BASE_SEEDS[:1], chips=3, n_test=2000,
+        description="cifar's first base model, read on 2,000 test images through 3 chips (side chapters)"),
     "paper": Profile(
         name="paper", dataset="cifar10", model="resnet20",
         train=TrainConfig(epochs=160, lr=0.1, batch_size=128, weight_decay=1e-4),
