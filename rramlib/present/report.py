@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from rramlib import __version__
+from rramlib.core.bits import pack_bools
 from rramlib.core.files import atomic_write, load_results
 from rramlib.core.provenance import git_commit, machine, peak_rss_mb
 from rramlib.core.errors import RramlibError
@@ -50,6 +51,7 @@ class Report:
         (self.out_dir / "figures").mkdir(parents=True, exist_ok=True)
         self.numbers: dict[str, object] = {}
         self.tables: dict[str, list[dict]] = {}
+        self.arrays: dict[str, dict] = {}
         self.figures: list[str] = []
         #: per figure, its smallest text (less the footer) as the book shows it, in CSS px (plotting.displayed_text_px)
         self.figure_text_px: dict[str, float] = {}
@@ -95,6 +97,14 @@ class Report:
             _glue(key, frame)
         return frame
 
+    def array(self, key: str, values) -> None:
+        """Store a boolean array (e.g. per-image results: seeds x chips x images) in the results file, one bit per
+        value (:func:`rramlib.core.bits.pack_bools`); read back with :meth:`rramlib.study.recorded.Recorded.array`
+        or :func:`rramlib.core.bits.unpack_bools`. Not glued: the book shows what is computed from it."""
+        if key in self.arrays:
+            raise RramlibError(f"{self.notebook}: array {key!r} reported twice")
+        self.arrays[key] = pack_bools(values)
+
     def footer(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in self.params.items() if k != "out_dir")
         keys = ",".join(sorted(self.cache_keys)) or "-"
@@ -124,6 +134,7 @@ class Report:
         self.number(f"{self.notebook}_peak_rss_mb", rss)
         payload = {
             "notebook": self.notebook, "params": self.params, "numbers": self.numbers, "tables": self.tables,
+            "arrays": self.arrays,
             "figures": self.figures, "cache_keys": sorted(self.cache_keys), "data_sources": self.data_sources,
             "figure_text_px": self.figure_text_px, "runtime_s": runtime, "cpu_s": cpu,
             "peak_rss_mb": rss, "rramlib_version": __version__, "git_commit": self.commit, "machine": machine(),

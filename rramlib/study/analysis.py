@@ -21,7 +21,7 @@ __all__ = ["FITTING", "fitting", "combine_sweeps", "to_frame", "accuracy_table",
            "method_summary", "storage_bytes", "MIN_LOSS_IMAGES", "TOO_SMALL", "recovered_per_chip",
            "drift_loss_images", "recovered_text", "time_table", "time_table_display", "pareto_table", "pareto_front",
            "with_spread", "switch_jumps", "stats_at", "stats_wide", "ranking", "gaps_pp", "standing",
-           "storage_standing"]
+           "storage_standing", "chip_accuracy_array"]
 
 #: How each method gets its correction, by registry name (the method class's ``fitting``): DoRA calibration trains
 #: on every chip in the field (online, per chip); the level-based methods are trained offline, once for all chips.
@@ -144,6 +144,27 @@ def _chip_accuracies(result: dict, label: str) -> pd.DataFrame:
     """Accuracy at ``label``, one row per evaluation chip, one column per method."""
     frame = to_frame(result)
     return frame[frame["time_label"] == label].pivot_table(index="chip_seed", columns="method", values="accuracy")
+
+
+def chip_accuracy_array(results, method: str, label: str):
+    """Accuracy of ``method`` at ``label`` per base seed and evaluation chip: a ``(seeds, chips)`` array from
+    ``results``, one sweep result per base seed (in order), as :mod:`rramlib.study.intervals`' ``chip_`` entries
+    take it. Every sweep must hold ``method`` at ``label`` and evaluate the same chip seeds (the comparison is
+    paired), else RramlibError."""
+    results = list(results)
+    if not results:
+        raise RramlibError("chip_accuracy_array: no sweep results given")
+    columns = []
+    for k, result in enumerate(results):
+        at = _chip_accuracies(result, label)
+        if method not in at.columns:
+            raise RramlibError(f"chip_accuracy_array: sweep {k} has no method {method!r} at {label!r}")
+        columns.append(at[method])
+    chips = [list(c.index) for c in columns]
+    if any(c != chips[0] for c in chips):
+        raise RramlibError(f"chip_accuracy_array: the sweeps evaluate other chip seeds ({chips}); results must be "
+                           f"paired")
+    return pd.concat(columns, axis=1).to_numpy(dtype=float).T
 
 
 def recovered_per_chip(result: dict, method: str, label: str) -> pd.Series:
