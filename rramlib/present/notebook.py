@@ -191,6 +191,7 @@ PARAMETERS: dict[str, Parameter] = {
     "profile": Parameter(_profile),
     "out_dir": Parameter(_str),
     "data_root": Parameter(_optional_str),
+    "official_path": Parameter(_optional_str),  # lossless CIFAR-10 test images (rramlib.study.lossless)
     "preset": Parameter(_preset),
     "presets": Parameter(_preset, is_list=True, empty_ok=False),
     "preset_params": Parameter(_dict),
@@ -271,7 +272,7 @@ class Notebook:
         self.name = name
         self.p = SimpleNamespace(**params)
         self.profile = get_profile(params.get("profile", "quick"))
-        shown = {k: ("(given)" if k == "data_root" and v is not None else v) for k, v in params.items()
+        shown = {k: ("(given)" if k in ("data_root", "official_path") and v is not None else v) for k, v in params.items()
                  if k != "scheduler"}  # where the sweeps ran does not change a result
         self.report = Report(name, params=shown, out_dir=params.get("out_dir", "results"))
         self.cache = Cache(default_cache_dir())
