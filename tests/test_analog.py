@@ -97,3 +97,58 @@ def test_layer_selection_and_errors():
         AnalogModel(nn.ReLU(), "relative_gaussian", seed=0)
     with pytest.raises(RramlibError):
         AnalogModel(net, make_drift_model("ibm_pcm"), seed=0, drift_params={"drift_scale": 2.0})
+
+
+# ------------------------------------------------------------------ readout "gdc": global drift compensation
+def _alpha_by_definition(raw: AnalogModel, t: float, n_probe: int = 64, probe_seed: int = 0) -> dict:
+    """aihwkit's GlobalDriftCompensation written out: α = r0 / r_t, r = mean over probes and columns of |W p|, the
+    probes standard normals from one generator seeded ``probe_seed``, layer after layer."""
+    gen = torch.Generator().manual_seed(probe_seed)
+    w0, wt = dict(raw.weights_at(0.0)), dict(raw.weights_at(t))
+    alphas = {}
+    for name in raw.layer_names:
+        probe = torch.randn(w0[name][0].numel(), n_probe, generator=gen)
+        alphas[name] = (w0[name].flatten(1) @ probe).abs().mean() / (wt[name].flatten(1) @ probe).abs().mean()
+    return alphas
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_gdc_readout_multiplies_each_layer_by_r0_over_rt(preset):
+    raw = AnalogModel(small_cnn(), preset, seed=5)
+    gdc = AnalogModel(small_cnn(), preset, seed=5, readout="gdc")
+    assert (raw.readout, gdc.readout) == ("raw", "gdc") and "readout='gdc'" in repr(gdc)
+    for t in (TIME_GRID["1d"], TIME_GRID["10y"]):
+        alphas, expected = gdc.alphas_at(t), _alpha_by_definition(raw, t)
+        assert all(alphas[n].dim() == 0 for n in gdc.layer_names)  # global: one α per layer
+        torch.testing.assert_close(alphas, expected, rtol=1e-5, atol=0)
+        presented = dict(gdc.weights_at(t))
+        for name, w in raw.weights_at(t):
+            assert torch.equal(presented[name], w * alphas[name])  # the same chip, read through α
+        assert all(torch.equal(a, b) for a, b in zip(weights(gdc.at(t)), presented.values()))
+        assert all(torch.equal(a, torch.ones(())) for a in raw.alphas_at(t).values())  # raw: no correction
+    if preset == "ibm_pcm":  # PCM conductances decay: α grows above 1
+        assert all(float(a) > 1.05 for a in gdc.alphas_at(TIME_GRID["10y"]).values())
+    # the software reference carries no readout
+    assert all(torch.equal(a, b) for a, b in zip(weights(gdc.drift_free()), weights(small_cnn())))
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_gdc_alpha_is_exactly_one_without_drift(preset):
+    """At t = 0 (every preset), and at ten years on a preset whose drift is scaled to zero, the chip reads exactly
+    its programmed state, so α = r0 / r0 = 1 and the weights are the raw ones, bit for bit."""
+    chips = [(AnalogModel(small_cnn(), preset, seed=2, readout=r), 0.0) for r in ("raw", "gdc")]
+    if preset == "relative_gaussian":
+        chips.append((AnalogModel(small_cnn(), preset, seed=2, drift_params={"drift_scale": 0.0}, readout="gdc"),
+                      TIME_GRID["10y"]))
+    (raw, _), *gdc = chips
+    w0 = dict(raw.weights_at(0.0))
+    for chip, t in gdc:
+        assert all(torch.equal(a, torch.ones(())) for a in chip.alphas_at(t).values())
+        assert all(torch.equal(w, w0[name]) for name, w in chip.weights_at(t))
+
+
+def test_bad_readout_is_refused_before_any_work():
+    with pytest.raises(RramlibError, match="unknown readout 'gdc2'; choose one of: gdc, raw"):
+        AnalogModel(nn.ReLU(), "nonsense", seed=0, readout="gdc2")  # neither the model nor the preset is looked at
+    with pytest.raises(RramlibError, match="unknown readout"):
+        AnalogModel(small_cnn(), "ibm_pcm", seed=0, readout=None)

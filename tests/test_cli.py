@@ -37,6 +37,8 @@ BAD = {
     "unknown drift parameter": (["--drift-param", "colour=3"], "colour"),
     "missing data root": (["--data-root", "/nonexistent/rramlib-data"], "/nonexistent/rramlib-data"),
     "zero chips": (["--chips", "0"], "chips"),
+    "unknown readout": (["--readout", "gdc2"], "unknown readout 'gdc2'"),
+    "negative base seed": (["--base-seed", "-1"], "base_seed"),
 }
 
 
@@ -195,7 +197,7 @@ def _option_fields():
 
     sweep = {f"--{name.replace('_', '-')}": (SweepConfig, name) for name in (
         "profile", "preset", "methods", "levels", "mapping", "per_channel", "crossbar", "n_conductance_states",
-        "times", "chips")}
+        "times", "chips", "readout", "base_seed")}
     profile = {"--dataset": (Profile, "dataset"), "--model": (Profile, "model"), "--device": (Profile, "device"),
                "--epochs": (TrainConfig, "epochs")}
     return [("sweep", flag, cls, name) for flag, (cls, name) in {**sweep, **profile}.items()] + [
@@ -237,3 +239,20 @@ def test_every_profile_is_accepted_and_shown(command, tmp_path, capsys, no_heavy
     else:
         for name in PROFILES:
             assert _subparser(command).parse_args(["--profile", name]).profile == name
+
+
+def test_readout_and_base_seed_reach_the_sweep(tmp_path, monkeypatch):
+    import rramlib.cli.main as cli
+
+    seen = []
+
+    def sweep(config, **kwargs):
+        seen.append(config)
+        return {"metadata": {"drift_free_accuracy": 1.0, "wall_time_s": 0.0}, "records": []}
+
+    monkeypatch.setattr(cli, "run_sweep", sweep)
+    assert main(["sweep", "--profile", "smoke", "--readout", "gdc", "--base-seed", "2", "--no-cache", "--quiet",
+                 "--out", str(tmp_path / "r.json")]) == 0
+    assert [(c.readout, c.base_seed, c.resolved_profile().model_seed) for c in seen] == [("gdc", 2, 2)]
+    defaults = cli.build_parser().parse_args(["sweep", "--out", "r.json"])
+    assert (defaults.readout, defaults.base_seed) == ("raw", None)

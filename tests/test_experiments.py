@@ -1,15 +1,26 @@
 """Per-level fits (Method.train_level, rramlib.study.experiments.fit_level): the levels of a per-level method fitted
 apart -- each in a fresh method, in any order, as a cluster's tasks are -- assemble to exactly the state of one
-``method.fit(ctx)``, and an interrupted fit resumes from its cached levels."""
+``method.fit(ctx)``, and an interrupted fit resumes from its cached levels. Per-image correctness of the evaluation
+chips (chip_correct, correctness), the chips' readout and the base seed of a sweep."""
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 
-from rramlib.core.cache import Cache
+import rramlib.study.experiments as experiments
+from rramlib.core.cache import Cache, config_hash
+from rramlib.core.times import parse_time
 from rramlib.methods.compensation import make_method
 from rramlib.core.errors import RramlibError
-from rramlib.study.experiments import SweepConfig, fit_level, fit_method, prepare
+from rramlib.nn.data import as_tensors
+from rramlib.nn.evaluate import accuracy, predict_logits
+from rramlib.study.base_model import model_key
+from rramlib.study.experiments import (SweepConfig, chip_accuracies, chip_correct, correctness, fit_level, fit_method,
+                                       prepare)
+from rramlib.study.profiles import get_profile
 
 PER_LEVEL = ("vera_plus", "lora", "bn", "offline_correction")
 #: Three drift levels, short training (BN with γ/β fine-tuning too), the smoke base model.
@@ -103,3 +114,75 @@ def test_switching_times_straddle_every_edge():
     assert seconds == sorted(seconds) and {"1s", "1d", "10y"} <= set(times)
     for e in schedule.edges[1:-1]:
         assert any(abs(s - 0.93 * e) < 1e-5 * e for s in seconds) and any(abs(s - 1.07 * e) < 1e-5 * e for s in seconds)
+
+
+# ------------------------------------------------------------------ per-image correctness of the evaluation chips
+def test_one_evaluation_gives_per_image_correctness_and_the_accuracies(exp, tmp_path, monkeypatch):
+    """chip_correct holds, per time, which test images the chip classifies correctly (the arg-max of the same
+    logits, in the test split's order); chip_accuracies is its mean per time, equal to nn.evaluate.accuracy; both
+    come from one evaluation and one cache entry. Batches of 97 leave a short last batch, and the smoke test split
+    (449 images) is no multiple of 8, so the bit-packing must keep the count."""
+    small = dataclasses.replace(exp, profile=exp.profile.replace(eval_batch_size=97))
+    method, seed, cache = exp.fit("none", CONFIG), CONFIG.chip_seeds()[0], Cache(tmp_path)
+    calls, original = [], experiments._evaluate_chip
+    monkeypatch.setattr(experiments, "_evaluate_chip", lambda m, chip, *a: calls.append(chip) or original(m, chip, *a))
+    correct = chip_correct(small, CONFIG, method, seed, cache)
+    accuracies = chip_accuracies(small, CONFIG, method, seed, cache)
+    assert calls == [seed] and (cache.misses, cache.hits) == (1, 1)
+    x, y = as_tensors(exp.base.splits.test)
+    times = [parse_time(t) for t in exp.profile.times]
+    assert len(y) % 8 and correct.dtype == bool and correct.shape == (len(times), len(y))
+    for row, acc, t in zip(correct, accuracies, times):
+        model = method.at(seed, t)
+        assert acc == row.mean() == accuracy(model, (x, y), batch_size=97)
+        assert np.array_equal(row, (predict_logits(model, (x, y), batch_size=97).argmax(1) == y).numpy())
+    assert not correct.all()  # the drifted chip gets some images wrong
+
+
+def test_correctness_stacks_the_chips(exp, tmp_path):
+    method, chips, cache = exp.fit("none", CONFIG), CONFIG.chip_seeds(), Cache(tmp_path)
+    every = correctness(exp, CONFIG, method, chips, cache)
+    assert every.shape == (len(chips), len(exp.profile.times), len(exp.base.splits.test)) and every.dtype == bool
+    for chip, seed in zip(every, chips):
+        assert np.array_equal(chip, chip_correct(exp, CONFIG, method, seed, cache))
+    assert not np.array_equal(every[0], every[1])  # two chips, two patterns of errors
+    assert cache.misses == len(chips)  # the per-chip calls were read from the cache
+    with pytest.raises(RramlibError, match="at least one evaluation chip"):
+        correctness(exp, CONFIG, method, [], cache)
+
+
+# ------------------------------------------------------------------ the chips' readout
+def test_readout_enters_the_fit_key_and_gdc_none_is_raw_global_scale(exp, smoke_cache_in, tmp_path):
+    """The readout reaches every chip of the fit context and the fit key (so every fit and sweep key); ``none`` on
+    "gdc" chips classifies each image exactly as ``scale`` (global) on "raw" chips (rramlib.device.analog)."""
+    config = CONFIG.replace(readout="gdc")
+    gdc = prepare(config, cache=smoke_cache_in(tmp_path / "model"))
+    assert (exp.ctx.readout, gdc.ctx.readout, CONFIG.readout) == ("raw", "gdc", "raw")
+    assert gdc.fit_key == {**exp.fit_key, "readout": "gdc"}
+    assert config_hash(gdc.fit_key, "fit") != config_hash(exp.fit_key, "fit")
+    cache, seed = Cache(tmp_path / "results"), CONFIG.chip_seeds()[0]
+    none_gdc = gdc.fit("none", config, cache)
+    assert none_gdc.analog_.readout == "gdc"
+    ours = chip_correct(gdc, config, none_gdc, seed, cache)
+    assert np.array_equal(ours, chip_correct(exp, CONFIG, exp.fit("scale", CONFIG, cache), seed, cache))
+    assert not np.array_equal(ours, chip_correct(exp, CONFIG, exp.fit("none", CONFIG, cache), seed, cache))
+    assert cache.misses == 3 + 3  # three fits, three evaluations: the keys differ
+
+
+def test_a_bad_readout_is_refused_on_construction():
+    with pytest.raises(RramlibError, match="unknown readout 'gdc2'; choose one of: gdc, raw"):
+        SweepConfig(profile="smoke", readout="gdc2")
+
+
+# ------------------------------------------------------------------ the base seed of a sweep
+def test_base_seed_picks_the_base_model(exp):
+    splits, smoke = exp.base.splits, get_profile("smoke", levels=3)
+    assert CONFIG.base_seed is None and CONFIG.resolved_profile() == smoke  # None: the profile as it is
+    assert model_key(CONFIG.resolved_profile(), splits) == exp.base.key
+    profiles = {seed: CONFIG.replace(base_seed=seed).resolved_profile() for seed in (1, 2)}
+    assert profiles[2] == smoke.with_base_seed(2) and (profiles[2].model_seed, profiles[2].train.seed) == (2, 2)
+    keys = {seed: model_key(profile, splits) for seed, profile in profiles.items()}
+    assert len({keys[1], keys[2], exp.base.key}) == 3  # two base seeds, two base models, neither the default
+    for bad in (-1, True, 1.5, "1"):
+        with pytest.raises(RramlibError, match="base_seed"):
+            CONFIG.replace(base_seed=bad)

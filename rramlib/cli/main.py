@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_option(sweep, "--mapping", SweepConfig, "mapping")
     add_config_option(sweep, "--per-channel", SweepConfig, "per_channel", action="store_true")
     add_config_option(sweep, "--crossbar", SweepConfig, "crossbar")
+    add_config_option(sweep, "--readout", SweepConfig, "readout")
+    add_config_option(sweep, "--base-seed", SweepConfig, "base_seed", type=int)
     add_config_option(sweep, "--n-conductance-states", SweepConfig, "n_conductance_states", type=int, metavar="N")
     add_config_option(sweep, "--times", SweepConfig, "times", type=_csv, metavar="T1,T2,...")
     add_config_option(sweep, "--chips", SweepConfig, "chips", type=int)
@@ -136,7 +138,7 @@ def _sweep(args: argparse.Namespace) -> int:
         method_params=method_params, levels=args.levels,
         mapping=args.mapping, per_channel=args.per_channel, n_conductance_states=args.n_conductance_states,
         times=tuple(args.times) if args.times else None, chips=args.chips, profile_overrides=overrides,
-        crossbar=args.crossbar,
+        crossbar=args.crossbar, readout=args.readout, base_seed=args.base_seed,
     )
 
     cache = Cache(None if args.no_cache else (args.cache_dir or default_cache_dir()))

@@ -5,6 +5,10 @@ computes is cached by content (see :mod:`rramlib.core.cache`): the trained base 
 model, training config), each fitted method once per fit configuration (so notebooks that ask for the
 same fit share it), and the sweep results per (method, chip), so an interrupted sweep resumes where it
 stopped. Provenance (versions, commit, machine) comes from :mod:`rramlib.core.provenance`.
+
+An evaluation chip's cache entry keeps, per time, which test images it classified correctly
+(:func:`chip_correct`, :func:`correctness`: for paired statistics over the same images); its accuracies
+(:func:`chip_accuracies`) are their means.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from rramlib.core.cache import Cache, config_hash
@@ -22,9 +27,10 @@ from rramlib.methods.compensation import FitContext, Method, check_method, make_
 from rramlib.device.crossbar import CROSSBARS, make_crossbar
 from rramlib.device.drift import DEFAULT_PRESET, PRESETS, make_drift_model
 from rramlib.core.errors import RramlibError, check_int
+from rramlib.device.analog import READOUTS
 from rramlib.nn.evaluate import accuracy
 from rramlib.device.mapping import MAPPING_KINDS, Mapping
-from rramlib.core.torchutil import resolve_device
+from rramlib.core.torchutil import eval_mode, resolve_device
 from rramlib.study.base_model import BaseModel, device_test_set, train_base_model
 from rramlib.study.profiles import PROFILES, Profile, get_profile
 from rramlib.core.provenance import run_metadata
@@ -34,7 +40,8 @@ from rramlib.core.times import parse_time
 
 __all__ = [
     "SweepConfig", "run_sweep", "Experiment",
-    "prepare", "fit_method", "fit_level", "chip_accuracies", "crossbar_sweep", "switching_times",
+    "prepare", "fit_method", "fit_level", "chip_accuracies", "chip_correct", "correctness", "crossbar_sweep",
+    "switching_times",
 ]
 
 
@@ -45,6 +52,12 @@ class SweepConfig(Config):
     ``crossbar`` names the periphery (:data:`rramlib.device.crossbar.CROSSBARS`) the *evaluation* chips are read
     through; methods are fitted offline on the exact product either way, so a fit serves every crossbar.
     ``"ideal"`` (the default) is the exact product and leaves every cache key as it was.
+
+    ``readout`` is how every chip, training and evaluation alike, is read (:data:`rramlib.device.analog.READOUTS`):
+    methods are fitted *and* evaluated on it, and it is part of the fit key (so of every fit and sweep cache key).
+    On ``"gdc"`` (aihwkit's global drift compensation) the method ``scale`` in its global mode is the identity.
+    ``base_seed`` picks one of the independently trained base models (:meth:`Profile.with_base_seed
+    <rramlib.study.profiles.Profile.with_base_seed>`, applied after ``profile_overrides``).
     """
 
     owner: ClassVar[str] = ""
@@ -75,12 +88,19 @@ class SweepConfig(Config):
     crossbar: str = field(default="ideal", metadata={
         "help": "periphery the evaluation chips are read through (see rramlib.device.crossbar)",
         "choices": CROSSBARS})
+    readout: str = field(default="raw", metadata={
+        "help": "how every chip's outputs are read, for fitting and evaluation alike: raw, or gdc (aihwkit's global "
+                "drift compensation, see rramlib.device.analog)", "choices": READOUTS})
+    base_seed: int | None = field(default=None, metadata={
+        "help": "seed of the base model: its initialisation and training draws (default: the profile's)"})
 
     def _validate(self) -> None:
         # Every check here is cheap and runs before data loading or training; names and types are checked
         # before (Config.validate: each field's declared type and choices).
         if not self.methods:
             raise RramlibError("give at least one method")
+        if self.base_seed is not None:
+            check_int("base_seed", self.base_seed, minimum=0)
         for m in self.methods:
             check_method(m)
         for m in self.method_params:
@@ -103,7 +123,8 @@ class SweepConfig(Config):
             overrides["chips"] = self.chips
         if self.levels is not None:
             overrides["levels"] = self.levels
-        return get_profile(self.profile, **overrides)
+        profile = get_profile(self.profile, **overrides)
+        return profile if self.base_seed is None else profile.with_base_seed(self.base_seed)
 
     def drift_model(self):
         return make_drift_model(self.preset, **self.drift_params)
@@ -125,24 +146,60 @@ class SweepConfig(Config):
         return {} if self.crossbar == "ideal" else {"crossbar": make_crossbar(self.crossbar).params()}
 
 
-def _evaluate_chip(method: Method, seed: int, times: list[float], test, device, batch_size: int) -> list[float]:
-    return [accuracy(method.at(seed, t), test, device=str(device), batch_size=batch_size) for t in times]
+@torch.no_grad()
+def _correct(model, test, device, batch_size: int) -> np.ndarray:
+    """Per test image, whether ``model``'s arg-max logit is its label (eval mode, batches of ``batch_size``): the
+    per-image form of :func:`rramlib.nn.evaluate.accuracy`, which gives the same logits in the same batches."""
+    x, y = test
+    model.to(device)
+    with eval_mode(model):
+        hits = [model(x[i:i + batch_size].to(device)).argmax(1).cpu() == y[i:i + batch_size].cpu()
+                for i in range(0, len(y), batch_size)]
+    return torch.cat(hits).numpy()
+
+
+def _evaluate_chip(method: Method, seed: int, times: list[float], test, device, batch_size: int) -> np.ndarray:
+    """Which test images chip ``seed`` classifies correctly under ``method``: bools (times, images)."""
+    return np.stack([_correct(method.at(seed, t), test, device, batch_size) for t in times])
+
+
+def chip_correct(exp: "Experiment", config: SweepConfig, method: Method, seed: int, cache: Cache,
+                 test=None) -> np.ndarray:
+    """Which test images evaluation chip ``seed`` classifies correctly under the fitted ``method`` at each of the
+    profile's times: bools shaped (times, test images), in the test split's order.
+
+    Cached per (fit, method, times, chip, crossbar), bit-packed (``np.packbits`` per time): the unit of work a sweep
+    runs in-process or as one cluster task (:mod:`rramlib.study.cluster`). ``test``: the test tensors on the
+    device, if already at hand.
+    """
+    device = resolve_device(exp.profile.device)
+    times = [parse_time(t) for t in exp.profile.times]
+    key = {**exp.fit_key, **method.config(), "times": times, "chip_seed": seed, **config.crossbar_key()}
+
+    def compute() -> dict:
+        data = test if test is not None else device_test_set(exp.base.splits, device)
+        correct = _evaluate_chip(method, seed, times, data, device, exp.profile.eval_batch_size)
+        return {"correct": torch.from_numpy(np.packbits(correct, axis=1)), "images": correct.shape[1]}
+
+    entry = cache.get_or_compute("sweep", key, compute)
+    return np.unpackbits(entry["correct"].numpy(), axis=1, count=entry["images"]).astype(bool)
 
 
 def chip_accuracies(exp: "Experiment", config: SweepConfig, method: Method, seed: int, cache: Cache,
                     test=None) -> list[float]:
-    """Accuracy of evaluation chip ``seed`` under the fitted ``method`` at each of the profile's times.
+    """Accuracy of evaluation chip ``seed`` under the fitted ``method`` at each of the profile's times: the mean
+    of :func:`chip_correct` per time (read from the same cache entry), equal to
+    :func:`rramlib.nn.evaluate.accuracy` on the same network and data."""
+    return [float(row.mean()) for row in chip_correct(exp, config, method, seed, cache, test)]
 
-    Cached per (fit, method, times, chip, crossbar): the unit of work a sweep runs in-process or as one
-    cluster task (:mod:`rramlib.study.cluster`). ``test``: the test tensors on the device, if already at hand.
-    """
-    device = resolve_device(exp.profile.device)
-    times = [parse_time(t) for t in exp.profile.times]
-    test = test if test is not None else device_test_set(exp.base.splits, device)
-    key = {**exp.fit_key, **method.config(), "times": times, "chip_seed": seed, **config.crossbar_key()}
-    batch = exp.profile.eval_batch_size
-    return cache.get_or_compute("sweep", key, lambda: {"accuracy": _evaluate_chip(method, seed, times, test, device,
-                                                                                   batch)})["accuracy"]
+
+def correctness(exp: "Experiment", config: SweepConfig, method: Method, chips, cache: Cache) -> np.ndarray:
+    """:func:`chip_correct` of every evaluation chip seed in ``chips``: bools shaped (chips, times, test images)."""
+    chips = list(chips)
+    if not chips:
+        raise RramlibError("give at least one evaluation chip")
+    test = device_test_set(exp.base.splits, resolve_device(exp.profile.device))
+    return np.stack([chip_correct(exp, config, method, seed, cache, test) for seed in chips])
 
 
 def crossbar_sweep(method, crossbars: dict, times: dict, chips, data) -> list[dict]:
@@ -204,12 +261,12 @@ def prepare(
     schedule = schedule or log_windows(profile.levels)
     ctx = FitContext(model=base.model, splits=base.splits, drift=drift, schedule=schedule, mapping=config.resolved_mapping(),
                      per_channel=config.per_channel, n_conductance_states=config.n_conductance_states,
-                     train_chips=profile.train_chips,
+                     readout=config.readout, train_chips=profile.train_chips,
                      device=str(resolve_device(profile.device)), progress=progress)
     fit_key = {
         "base_model": base.key, "preset": config.preset, "drift": drift.params(), "mapping": config.resolved_mapping(),
         "per_channel": config.per_channel, "n_conductance_states": config.n_conductance_states,
-        "schedule": list(schedule.edges),
+        "readout": config.readout, "schedule": list(schedule.edges),
         "train_chips": profile.train_chips,
     }
     return Experiment(profile, base, ctx, fit_key)
@@ -310,6 +367,7 @@ def run_sweep(
         profile=profile.name, dataset=profile.dataset, model=profile.model, preset=config.preset,
         drift_params=drift.params(), mapping=config.resolved_mapping() or drift.default_mapping,
         methods=list(config.methods), method_info=methods_meta, schedule=schedule.describe(), crossbar=config.crossbar,
+        readout=config.readout, base_seed=config.base_seed, model_seed=profile.model_seed,
         chip_seeds=config.chip_seeds(), drift_free_accuracy=base.accuracy,
         data_source=base.splits.info.get("source"),
         config_hash=config_hash(fit_key, "fit"), base_model_key=base.key,

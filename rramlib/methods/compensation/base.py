@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from rramlib.device.analog import AnalogModel
+from rramlib.device.analog import READOUTS, AnalogModel
 from rramlib.core.config import Config
 from rramlib.nn.data import DatasetSplits, as_tensors
 from rramlib.device.drift import DriftModel
-from rramlib.core.errors import RramlibError, check_int, check_positive
+from rramlib.core.errors import RramlibError, check_choice, check_int, check_positive
 from rramlib.methods.overhead import Storage, base_macs
 from rramlib.methods.schedule import Schedule
 from rramlib.core.seeding import SCHEME, check_root_seed, generator, train_chips
@@ -40,7 +40,11 @@ SHARED, CALIBRATION = "shared", "calibration"
 
 @dataclass
 class FitContext:
-    """Everything a method may use offline: the trained software model, its data and the device model."""
+    """Everything a method may use offline: the trained software model, its data and the device model.
+
+    ``readout`` (:data:`rramlib.device.analog.READOUTS`) is how every chip this context programs is read, so a
+    method is fitted and evaluated on the same readout (``"gdc"``: aihwkit's global drift compensation).
+    """
 
     model: nn.Module
     splits: DatasetSplits
@@ -49,6 +53,7 @@ class FitContext:
     mapping: str | None = None
     per_channel: bool = False
     n_conductance_states: int | None = None
+    readout: str = "raw"
     train_chips: int = 8
     seed: int = 0
     device: str = "cpu"
@@ -57,12 +62,13 @@ class FitContext:
 
     def __post_init__(self):
         train_chips(self.train_chips)  # validates: the training chips stay below the evaluation chips
+        check_choice("readout", self.readout, READOUTS)
 
     def analog(self, model: nn.Module | None = None, seed: int = 0) -> AnalogModel:
         """A chip programmed with ``model`` (default: the software model) and this context's device model."""
         return AnalogModel(model if model is not None else self.model, self.drift, seed=seed,
                            mapping=self.mapping, per_channel=self.per_channel,
-                           n_conductance_states=self.n_conductance_states)
+                           n_conductance_states=self.n_conductance_states, readout=self.readout)
 
     def train_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._train_tensors is None:

@@ -3,23 +3,27 @@
 aihwkit's ``GlobalDriftCompensation`` / ``PerColumnDriftCompensation`` read the crossbar
 out with a fixed probe input right after programming (reference ``r0``) and again at
 time t, and multiply the layer's outputs by ``α = r0 / r_t``. We do the same per RRAM
-layer: the probe is ``n_probe`` standard-normal input vectors drawn from a fixed seed,
-the readout is the layer's analog product ``|W p|`` averaged over probes (and over all
-output columns for the global variant). The readout is *noiseless arithmetic on the
-chip's conductances*: it includes the preset's read noise (frozen per device) but adds
-no further readout noise (our choice; aihwkit's readout goes through its forward noise).
-Because the layer's bias is digital and added after the analog product, scaling the
-analog product equals scaling the weight, which is how it is applied.
+layer with :class:`rramlib.device.analog.DriftCompensation` (the probe, the readout and α are
+defined there, once: this method's config derives from it). Because the layer's bias is digital
+and added after the analog product, scaling the analog product equals scaling the weight,
+which is how it is applied.
+
+The chip's own readout ``"gdc"`` (:data:`rramlib.device.analog.READOUTS`) is the global mode with the
+default probe, built into the chip: ``none`` on a ``"gdc"`` chip equals ``scale`` (global, default probe)
+on a ``"raw"`` chip bit for bit (same code, same inputs). ``scale`` (global) on a ``"gdc"`` chip is the
+identity: its reference ``r0'`` is the chip's ``r0`` exactly (α = 1 at t = 0) and at t it reads the
+already compensated layer, so ``α' = r0 / r_t(α W) = 1`` up to float rounding (the readout of ``α W`` is
+``α r_t`` only to the last bits).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from rramlib.core.errors import check_int, check_seed
+from rramlib.device.analog import DriftCompensation
 from rramlib.methods.overhead import Storage
 from rramlib.methods.compensation.base import SHARED, FitContext, Method, MethodConfig
 
@@ -27,19 +31,12 @@ __all__ = ["OutputScaling", "OutputScalingConfig"]
 
 
 @dataclass(frozen=True)
-class OutputScalingConfig(MethodConfig):
+class OutputScalingConfig(MethodConfig, DriftCompensation):
     """``mode`` ``"global"`` (one α per layer) or ``"column"`` (one per output); ``n_probe`` probe vectors
-    drawn from ``probe_seed``."""
+    drawn from ``probe_seed`` (the fields, their checks and the arithmetic of
+    :class:`~rramlib.device.analog.DriftCompensation`)."""
 
     owner: ClassVar[str] = "scale"
-    mode: str = field(default="global", metadata={
-        "help": "global (one α per layer) or column (one α per output)", "choices": ("global", "column")})
-    n_probe: int = field(default=64, metadata={"help": "random probe vectors that measure a layer's response"})
-    probe_seed: int = field(default=0, metadata={"help": "seed of the probe vectors"})
-
-    def _validate(self) -> None:
-        check_int("scale.n_probe", self.n_probe, 1)
-        check_seed("scale.probe_seed", self.probe_seed)
 
 
 class OutputScaling(Method):
@@ -57,22 +54,15 @@ class OutputScaling(Method):
 
     def setup(self, ctx: FitContext) -> None:
         self.analog_ = ctx.analog()
-        gen = torch.Generator().manual_seed(self.hparams.probe_seed)  # one stream: the probes, layer after layer
-        self.probes_ = {
-            name: torch.randn(m.weight[0].numel(), self.hparams.n_probe, generator=gen).to(m.weight.device)
-            for name, m in zip(self.analog_.layer_names, self.analog_.layer_modules)
-        }
+        weights = [m.weight for m in self.analog_.layer_modules]
+        self.probes_ = dict(zip(self.analog_.layer_names, self.hparams.probes(weights)))
         self._reference_chip = None
-
-    def _readout(self, name: str, weight: torch.Tensor) -> torch.Tensor:
-        response = (weight.reshape(weight.shape[0], -1) @ self.probes_[name]).abs().mean(dim=1)
-        return response.mean() if self.hparams.mode == "global" else response
 
     @torch.no_grad()
     def _reference(self) -> dict[str, torch.Tensor]:
         """r0 of the programmed chip, per layer: read once right after programming, kept in SRAM."""
         if self._reference_chip != self.analog_.seed:
-            self.reference_ = {n: self._readout(n, w) for n, w in self.analog_.weights_at(0.0)}
+            self.reference_ = {n: self.hparams.readout(w, self.probes_[n]) for n, w in self.analog_.weights_at(0.0)}
             self._reference_chip = self.analog_.seed
         return self.reference_
 
@@ -85,8 +75,7 @@ class OutputScaling(Method):
         reference = self._reference()
         model = self.analog_.at(t)
         for name, module in zip(self.analog_.layer_names, self.analog_.layer_modules):
-            alpha = reference[name] / self._readout(name, module.weight).clamp_min(1e-12)
-            module.weight.mul_(alpha.reshape(-1, *[1] * (module.weight.dim() - 1)) if alpha.dim() else alpha)
+            module.weight.mul_(self.hparams.alpha(reference[name], module.weight, self.probes_[name]))
         self.analog_.time = None  # the weights no longer equal the plain chip at t
         return model
 
