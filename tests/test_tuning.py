@@ -18,8 +18,8 @@ from rramlib.study.profiles import get_profile
 from rramlib.methods.schedule import log_windows
 from rramlib.core.seeding import EVAL_CHIP_BASE, VALIDATION_CHIP_BASE, validation_chips
 from rramlib.core.times import TIME_GRID
-from rramlib.study.tuning import (CRITERION, check_candidates, default_candidates, describe, greedy_schedule, grid,
-                                  trained_methods, tune, tune_methods, validation_accuracies)
+from rramlib.study.tuning import (CRITERION, TuningResult, describe, greedy_schedule, grid, tune, tune_methods,
+                                  validation_accuracies, validation_subset)
 
 TIMES = ("1s", "10y")
 
@@ -121,21 +121,6 @@ def test_unequal_budgets_fail_before_any_fit(base, no_fit):
         tune_methods({"vera_plus": [{"lr": 0.1}], "lora": [{"sharing": "cross"}]}, context(base), times=TIMES)
 
 
-def test_default_candidates():
-    lr = make_method("vera_plus").params["lr"]
-    assert lr == 0.01 and default_candidates("vera_plus") == [{"lr": 0.01}, {"lr": 0.00333}, {"lr": 0.03}]
-    assert default_candidates("lora", {"lr": 0.3}) == [{"lr": 0.3}, {"lr": 0.1}, {"lr": 0.9}]
-    bn = default_candidates("bn", finetune_steps=7)
-    assert bn[0] == {"finetune_steps": 0} and [c["finetune_steps"] for c in bn[1:]] == [7, 7]
-    assert default_candidates("bn", {"finetune_steps": 5, "lr": 0.3})[2] == {"lr": 0.9}
-    for name in ("scale", "none", "reprogram"):
-        with pytest.raises(RramlibError, match="no learning rate"):
-            default_candidates(name)
-    assert {"vera_plus", "lora", "bn", "dora", "noise_aware"} < set(trained_methods())
-    assert len(trained_methods()) == 6  # and the full-rank correction, whatever its name
-    assert all(len(check_candidates(n, default_candidates(n))) == 3 for n in trained_methods())
-
-
 # ------------------------------------------------------------------------------------- the search
 @pytest.fixture(scope="module")
 def result(base):
@@ -156,6 +141,18 @@ def test_scores_are_validation_accuracy_on_validation_chips(result, base):
     np.testing.assert_allclose(table["val_accuracy"], result.accuracies.mean(axis=(1, 2)))
     assert list(table.columns[:4]) == ["method", "candidate", "values", "lr"] and "val @ 10y" in table
     assert table["values"].tolist() == ["lr=0.01", "lr=0.1"]
+    assert result.base_index == 0 and table["base"].tolist() == [True, False]  # lr 0.01 is VeRA+'s own
+    assert result.margin == result.scores[result.chosen_index] - result.scores[0]
+    assert len(result.fit_times) == len(result.eval_times) == 2 and min(result.fit_times + result.eval_times) > 0
+    assert result.cost_s == sum(result.fit_times) + sum(result.eval_times)
+
+
+def test_result_round_trips_through_plain_values(result):
+    values = result.to_dict()
+    assert isinstance(values["accuracies"], list)
+    again = TuningResult.from_dict(values)
+    np.testing.assert_array_equal(again.accuracies, result.accuracies)
+    assert again.to_dict() == values and again.params == result.params
 
 
 def test_tuning_is_deterministic(result, base):
@@ -177,10 +174,10 @@ def test_tuning_never_reads_test_data_or_evaluation_chips(base, monkeypatch):
 
     monkeypatch.setattr(AnalogModel, "program", spy_program)
     monkeypatch.setattr(tuning, "accuracy", spy_accuracy)
-    tune("lora", [{"lr": 1e-3}], context(base), times=TIMES, base={"steps": 2})
+    tune("lora", [{"lr": 1e-3}], context(base), times=TIMES, base={"steps": 2}, val_images=30)
     assert programmed and all(s < EVAL_CHIP_BASE or s >= VALIDATION_CHIP_BASE for s in programmed)
     assert {s for s in programmed if s >= EVAL_CHIP_BASE} == set(validation_chips(2))
-    val_labels = base.splits.val.tensors[1]
+    val_labels = validation_subset(base.splits.val, 30)[1]  # 30 images of the validation split
     assert len(scored) == 4 and all(torch.equal(y, val_labels) for y in scored)
 
 

@@ -28,9 +28,10 @@ from rramlib.device.crossbar import CROSSBARS, make_crossbar
 from rramlib.device.drift import DEFAULT_PRESET, PRESETS, make_drift_model
 from rramlib.core.errors import RramlibError, check_int
 from rramlib.device.analog import READOUTS
-from rramlib.nn.evaluate import accuracy
+from rramlib.nn.data import as_tensors
+from rramlib.nn.evaluate import accuracy, predict_logits
 from rramlib.device.mapping import MAPPING_KINDS, Mapping
-from rramlib.core.torchutil import eval_mode, resolve_device
+from rramlib.core.torchutil import resolve_device
 from rramlib.study.base_model import BaseModel, device_test_set, train_base_model
 from rramlib.study.profiles import PROFILES, Profile, get_profile
 from rramlib.core.provenance import run_metadata
@@ -40,7 +41,7 @@ from rramlib.core.times import parse_time
 
 __all__ = [
     "SweepConfig", "run_sweep", "Experiment",
-    "prepare", "fit_method", "fit_level", "chip_accuracies", "chip_correct", "correctness", "crossbar_sweep",
+    "prepare", "fit_method", "fit_level", "chip_accuracies", "chip_correct", "correct_predictions", "correctness", "crossbar_sweep",
     "switching_times",
 ]
 
@@ -146,21 +147,18 @@ class SweepConfig(Config):
         return {} if self.crossbar == "ideal" else {"crossbar": make_crossbar(self.crossbar).params()}
 
 
-@torch.no_grad()
-def _correct(model, test, device, batch_size: int) -> np.ndarray:
-    """Per test image, whether ``model``'s arg-max logit is its label (eval mode, batches of ``batch_size``): the
-    per-image form of :func:`rramlib.nn.evaluate.accuracy`, which gives the same logits in the same batches."""
-    x, y = test
-    model.to(device)
-    with eval_mode(model):
-        hits = [model(x[i:i + batch_size].to(device)).argmax(1).cpu() == y[i:i + batch_size].cpu()
-                for i in range(0, len(y), batch_size)]
-    return torch.cat(hits).numpy()
+def correct_predictions(model, data, *, batch_size: int = 1024, device="cpu") -> np.ndarray:
+    """Per sample of ``data`` (an ``(x, y)`` pair or a dataset), whether ``model``'s arg-max logit is its label:
+    bools in the data's order, from :func:`rramlib.nn.evaluate.predict_logits` (eval mode, batches of
+    ``batch_size``), so their mean is :func:`rramlib.nn.evaluate.accuracy` on the same network and data."""
+    x, y = data if isinstance(data, (tuple, list)) else as_tensors(data)
+    return (predict_logits(model, (x, y), batch_size=batch_size, device=device).argmax(1) == y.cpu()).numpy()
 
 
 def _evaluate_chip(method: Method, seed: int, times: list[float], test, device, batch_size: int) -> np.ndarray:
     """Which test images chip ``seed`` classifies correctly under ``method``: bools (times, images)."""
-    return np.stack([_correct(method.at(seed, t), test, device, batch_size) for t in times])
+    return np.stack([correct_predictions(method.at(seed, t), test, batch_size=batch_size, device=device)
+                     for t in times])
 
 
 def chip_correct(exp: "Experiment", config: SweepConfig, method: Method, seed: int, cache: Cache,

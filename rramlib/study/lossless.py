@@ -37,7 +37,7 @@ from torch import Tensor
 from rramlib.core.errors import RramlibError, check_int
 from rramlib.core.times import parse_time
 from rramlib.nn.data import CIFAR10_MEAN, CIFAR10_STD
-from rramlib.nn.evaluate import predict_logits
+from rramlib.study.experiments import correct_predictions
 
 __all__ = ["DRIFT_FREE", "ENCODINGS", "FIRST1017_NAME", "FIRST1017_SHA256", "MAX_PAIR_DIFFERENCE", "OFFICIAL_ENV",
            "LosslessCheck", "OfficialImages", "default_official_path", "load_official_pairs", "lossless_check",
@@ -326,10 +326,6 @@ def _check_pair(name: str, pair) -> tuple[Tensor, Tensor]:
     return pair[0], pair[1]
 
 
-def _correct(model, data: tuple[Tensor, Tensor], batch_size: int, device) -> np.ndarray:
-    return (predict_logits(model, data, batch_size=batch_size, device=device).argmax(1) == data[1]).numpy()
-
-
 def lossless_check(fits: Mapping, chips: Sequence[int], times: Sequence[str] | Mapping[str, float],
                    official: tuple[Tensor, Tensor], jpeg: tuple[Tensor, Tensor], *,
                    batch_size: int = 1024, device: str = "cpu") -> LosslessCheck:
@@ -369,7 +365,7 @@ def lossless_check(fits: Mapping, chips: Sequence[int], times: Sequence[str] | M
     data = dict(zip(ENCODINGS, ((xo, yo), (xj, yj))))
     per_seed = []
     for model, methods in fits.values():
-        out = {(DRIFT_FREE, None, e): np.repeat(_correct(model, d, batch_size, device)[None], len(chips), axis=0)
+        out = {(DRIFT_FREE, None, e): np.repeat(correct_predictions(model, d, batch_size=batch_size, device=device)[None], len(chips), axis=0)
                for e, d in data.items()}
         for name, method in methods.items():
             grid = {(t_label, e): np.empty((len(chips), len(yo)), dtype=bool) for t_label in times for e in ENCODINGS}
@@ -377,7 +373,7 @@ def lossless_check(fits: Mapping, chips: Sequence[int], times: Sequence[str] | M
                 for t_label, t in times.items():
                     net = method.at(chip, t)  # one read of the chip classifies both encodings
                     for e, d in data.items():
-                        grid[t_label, e][c] = _correct(net, d, batch_size, device)
+                        grid[t_label, e][c] = correct_predictions(net, d, batch_size=batch_size, device=device)
             out.update({(name, t_label, e): correct for (t_label, e), correct in grid.items()})
         per_seed.append(out)
     correct = {key: np.stack([out[key] for out in per_seed]) for key in per_seed[0]}
