@@ -20,21 +20,22 @@ OLD_LABELS = {
     "lora": "LoRA per level", "dora": "DoRA calibration", "vera_plus": "VeRA+", "noise_aware": "noise-aware training",
     "vera_plus_layer": "VeRA+ (per-layer)", "vera_plus_cross": "VeRA+ (cross-layer)",
     "offline_correction": "full-rank correction per level", "reprogram": "reprogrammed chip (upper line)",
+    "ln_refit": "LayerNorm γ/β re-fit (ours, BN's analogue)",  # added with the language models (issue 23)
 }
 OLD_COLORS = {
     "drift_free": "#000000", "none": "#999999", "scale": "#E69F00", "bn": "#56B4E9", "lora": "#009E73",
     "dora": "#F0E442", "vera_plus": "#D55E00", "vera_plus_layer": "#D55E00", "vera_plus_cross": "#7A2E00",
-    "noise_aware": "#0072B2", "offline_correction": "#CC79A7", "reprogram": "#444444",
+    "noise_aware": "#0072B2", "offline_correction": "#CC79A7", "reprogram": "#444444", "ln_refit": "#56B4E9",
 }
 OLD_MARKERS = {"none": "o", "scale": "s", "bn": "^", "lora": "v", "dora": "D", "vera_plus": "*",
                "vera_plus_layer": "*", "vera_plus_cross": "h", "noise_aware": "P", "offline_correction": "X",
-               "reprogram": "+"}
+               "reprogram": "+", "ln_refit": "<"}
 OLD_FITTING = {
     "none": "nothing fitted", "scale": "per chip: readouts at programming and at t",
     "bn": "offline, per level, all chips", "lora": "offline, per level, all chips",
     "vera_plus": "offline, per level, all chips", "dora": "online, per chip (in the field)",
     "noise_aware": "offline, base weights", "offline_correction": "offline, per level, all chips",
-    "reprogram": "chip rewritten (upper line)",
+    "reprogram": "chip rewritten (upper line)", "ln_refit": "offline, per level, all chips",
 }
 OLD_SHARED = {
     "none": "—", "scale": "r0 per layer, kept once from programming", "bn": "BN γ/β unchanged (shared)",
@@ -45,12 +46,14 @@ OLD_SHARED = {
     "noise_aware": "nothing digital (other RRAM weights)",
     "offline_correction": "nothing: a full-rank correction of every weight per level",
     "reprogram": "the software weights, once (to rewrite the chip)",
+    "ln_refit": "nothing: one LayerNorm γ/β set per level",
 }
 OLD_NOT_FOR_HFN = {
     "noise_aware": "trains the weights with drift injected; an HFN's weights are random and never trained",
     "offline_correction": "adds trained full-rank weights to the RRAM's, which turns the HFN into a dense network",
+    "ln_refit": "re-fits LayerNorm, which a Hidden-Fold ResNet does not have (it has BatchNorm)",
 }
-OLD_TRAINED = ["bn", "lora", "dora", "vera_plus", "noise_aware", "offline_correction"]
+OLD_TRAINED = ["bn", "lora", "dora", "vera_plus", "noise_aware", "offline_correction", "ln_refit"]
 
 #: registry key -> (method class, config class): the config is named after the class
 NAMES = {
@@ -59,6 +62,7 @@ NAMES = {
     "dora": ("DoRACalibration", "DoRACalibrationConfig"), "vera_plus": ("VeraPlusMethod", "VeraPlusMethodConfig"),
     "noise_aware": ("NoiseAware", "NoiseAwareConfig"),
     "offline_correction": ("OfflineCorrection", "OfflineCorrectionConfig"), "reprogram": ("Reprogram", "MethodConfig"),
+    "ln_refit": ("LayerNormRefit", "LayerNormRefitConfig"),
 }
 
 

@@ -23,8 +23,8 @@ from rramlib.methods.adapters import add_vera_plus
 from rramlib.core.errors import RramlibError, check_positive
 from rramlib.core.torchutil import eval_mode
 
-__all__ = ["Storage", "base_macs", "PRECISION_BITS", "PIXEL_BITS", "PROJECTION_READINGS", "OUR_READING", "MT19937_STATE_BYTES",
-           "vera_plus_extra_macs", "vera_plus_rank_for_macs"]
+__all__ = ["Storage", "base_macs", "input_bits", "PRECISION_BITS", "PIXEL_BITS", "TOKEN_BITS", "PROJECTION_READINGS",
+           "OUR_READING", "MT19937_STATE_BYTES", "vera_plus_extra_macs", "vera_plus_rank_for_macs"]
 
 #: Precisions reported for stored values (bits per value).
 PRECISION_BITS = {"fp32": 32, "fp16": 16, "int8": 8}
@@ -32,6 +32,10 @@ PRECISION_BITS = {"fp32": 32, "fp16": 16, "int8": 8}
 #: of the source images (CIFAR-10's pixels are 8-bit; the digits' 0-16 grey levels fit in 8 bits), so keeping
 #: them at 8 bits loses nothing. Ours: the study states no precision.
 PIXEL_BITS = 8
+#: Bits per stored input value of a language model (token ids and the attention mask of a packed sequence): a
+#: 16-bit unsigned integer holds any id of a vocabulary of up to 65,536 entries (BERT's uncased one has 30,522).
+#: Ours: the study states no precision.
+TOKEN_BITS = 16
 #: How random projections regenerable from a seed are counted: label -> what the chip keeps.
 PROJECTION_READINGS = {
     "sram": "A and B kept in SRAM (stored, or regenerated once at power-up into SRAM): their values are counted",
@@ -57,8 +61,10 @@ class Storage:
     seed_bytes : bytes of seeds from which shared random tensors are regenerated (not stored as values).
     calibration_values : data a method calibrating in the field keeps on the chip besides its parameters and
         its input images (e.g. DoRA's drift-free targets); the network does not read them.
-    input_values : input image values (pixels) kept on the chip to calibrate it (e.g. DoRA's calibration
-        inputs), counted at :data:`PIXEL_BITS` whatever the precision.
+    input_values : input values kept on the chip to calibrate it (e.g. DoRA's calibration inputs), counted at
+        ``input_bits`` whatever the precision.
+    input_bits : bits per stored input value: :data:`PIXEL_BITS` for images, :data:`TOKEN_BITS` for token
+        sequences (:func:`input_bits`).
     projection_values : values of the random projections regenerated from ``seed_bytes`` (VeRA+'s A and B);
         counted only under a projection reading (:meth:`total_bytes`).
     generator_state_bytes : state of the generator that regenerates them (:data:`MT19937_STATE_BYTES`).
@@ -71,6 +77,7 @@ class Storage:
     seed_bytes: int = 0
     calibration_values: int = 0
     input_values: int = 0
+    input_bits: int = PIXEL_BITS
     projection_values: int = 0
     generator_state_bytes: int = 0
     online: bool = False
@@ -84,7 +91,7 @@ class Storage:
         return self.values_per_level * PRECISION_BITS[precision] / 8
 
     def total_bytes(self, precision: str = "fp32", projections: str | None = OUR_READING) -> float:
-        """Bytes of everything kept: values at ``precision``, input images at :data:`PIXEL_BITS`, seeds.
+        """Bytes of everything kept: values at ``precision``, inputs at ``input_bits``, seeds.
 
         ``projections`` (:data:`PROJECTION_READINGS`): ``"sram"`` (the default, :data:`OUR_READING`) adds the
         projections' values at ``precision`` to the seed (SRAM forgets at power-off: the seed refills them);
@@ -94,7 +101,7 @@ class Storage:
         if projections is not None and projections not in PROJECTION_READINGS:
             raise RramlibError(f"projections must be one of {sorted(PROJECTION_READINGS)} or None, got {projections!r}")
         bits = PRECISION_BITS[precision]
-        values = (self.total_values - self.input_values) * bits / 8 + self.input_values * PIXEL_BITS / 8
+        values = (self.total_values - self.input_values) * bits / 8 + self.input_values * self.input_bits / 8
         if projections == "sram":
             return values + self.projection_values * bits / 8 + self.seed_bytes
         if projections == "regenerated":
@@ -115,9 +122,17 @@ class Storage:
         return row
 
 
+def input_bits(inputs: torch.Tensor) -> int:
+    """Bits per value to store ``inputs`` on the chip: :data:`PIXEL_BITS` for images (floating point),
+    :data:`TOKEN_BITS` for token sequences (integers)."""
+    return PIXEL_BITS if inputs.is_floating_point() else TOKEN_BITS
+
+
 @torch.no_grad()
 def base_macs(model: nn.Module, example: torch.Tensor) -> int:
-    """MACs of one sample through every Conv2d and Linear (the layers on RRAM), via forward hooks."""
+    """MACs of one sample through every Conv2d and Linear (the layers on RRAM), via forward hooks: every output
+    pixel of a convolution, every token of a Linear layer applied to a sequence. Products of two activations
+    (a transformer's attention scores and their weighted sum) are not layers on RRAM and are not counted."""
     total = 0
 
     def hook(module, inputs, output):

@@ -15,8 +15,16 @@ BN calibration is read two ways (:func:`bn_readings`): one BN set per drift leve
 and the four-value bound :func:`bn_storage_bound` as a note) and recalibration in the field from ``N`` stored
 images (:func:`field_bn_curve`, with its accuracy measured by
 :func:`rramlib.methods.compensation.field_bn.field_bn_accuracy`).
+
+The language models (BERT-base and BERT-large, :func:`text_storage_table`) are counted from their architectures
+alone: each is built on PyTorch's meta device (shapes, no weights) and every method is set up on a chip that holds
+shapes only, then counted by the same :func:`method_costs` as T2/T3. Their BN row is the LayerNorm re-fit
+(``ln_refit``, our analogue: a BERT has no BatchNorm).
 """
 from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -25,18 +33,20 @@ from torch.utils.data import TensorDataset
 
 from rramlib.methods.adapters.base import layer_dims
 from rramlib.device.analog import rram_layers
+from rramlib.device.drift import DEFAULT_PRESET, make_drift_model
 from rramlib.nn.data import DatasetSplits
-from rramlib.core.errors import check_choice, check_int
+from rramlib.core.errors import RramlibError, check_choice, check_int
 from rramlib.nn.models import build_model, count_parameters
 from rramlib.methods.overhead import (OUR_READING, PIXEL_BITS, PRECISION_BITS, PROJECTION_READINGS, base_macs,
                                       vera_plus_extra_macs, vera_plus_rank_for_macs)
-from rramlib.methods.compensation import FitContext
+from rramlib.methods.compensation import FitContext, check_method, make_method
 from rramlib.methods.schedule import log_windows
 
 __all__ = ["INPUT_SHAPES", "MODEL_DATA", "ROW_KEYS", "PAPER_EXTRA_MACS", "READING_LABELS",
            "our_reading_label", "synthetic_splits", "method_variants", "cost_tables", "storage_ratios", "bn_channels",
            "widest_layer", "bn_storage_bound", "image_bytes", "bn_readings", "field_bn_curve", "field_bn_match",
-           "macs_vs_rank"]
+           "macs_vs_rank", "method_costs", "BERT_SIZES", "TEXT_SEQ_LEN", "TEXT_NUM_LABELS", "TEXT_METHODS",
+           "LORA_VERA_RANK", "TEXT_CLAIMS", "bert_on_meta", "text_variants", "text_storage_table"]
 
 #: data set -> (channels, image size, classes) of the inputs a network is built for
 INPUT_SHAPES = {"digits": (1, 8, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100), "imagefolder": (3, 224, 1000)}
@@ -144,28 +154,38 @@ def cost_tables(variants: dict, fitted: dict | None = None) -> tuple[pd.DataFram
                     continue
                 method = cfg.method(m)
                 method.setup(ctx)
-            st = method.storage()
-            row = {"model": model_name, "method": label, "state": FITTED if label in methods else SET_UP,
-                   "K": st.levels, "values_per_level": st.values_per_level,
-                   "pct_of_model_per_level": 100 * st.values_per_level / n_params, "shared_values": st.shared_values,
-                   "seed_bytes": st.seed_bytes, "projection_values": st.projection_values,
-                   "generator_state_bytes": st.generator_state_bytes}
-            row.update({f"bytes_per_level_{p}": st.bytes_per_level(p) for p in PRECISION_BITS})
-            row.update({f"total_bytes_{p}": st.total_bytes(p, None) for p in PRECISION_BITS})  # seed only
-            row.update({f"total_bytes_{r}_{p}": st.total_bytes(p, r) for r in PROJECTION_READINGS
-                        for p in PRECISION_BITS})
-            row["online"] = st.online
-            row["calibration_values"] = st.calibration_values
-            row[f"input_values ({PIXEL_BITS}-bit)"] = st.input_values
-            row["shared / regenerable"] = method.shared_note
-            rows.append(row)
-            extra, regen = method.extra_macs(example), st.regeneration_ops()
-            note = f"+ {method.adapters_.weight_norm_macs():,} MACs once per calibration (norms)" if m == "dora" else ""
-            macs_rows.append({"model": model_name, "method": label, "state": row["state"], "extra_macs": extra,
-                              "base_macs": n_macs, "extra_pct": 100 * extra / n_macs,
-                              "regeneration_draws": regen["draws"], "regeneration_macs": regen["macs"],
-                              "extra_pct_regenerated": 100 * (extra + regen["macs"]) / n_macs, "note": note})
+            row, macs_row = method_costs(method, example, n_params, n_macs)
+            state = {"model": model_name, "method": label, "state": FITTED if label in methods else SET_UP}
+            rows.append({**state, **row})
+            macs_rows.append({**state, **macs_row})
     return pd.DataFrame(rows), pd.DataFrame(macs_rows), networks
+
+
+def method_costs(method, example: torch.Tensor, n_params: int, n_macs: int) -> tuple[dict, dict]:
+    """One method's row of T2 (storage, from :meth:`~rramlib.methods.compensation.Method.storage`) and of T3
+    (extra MACs of one inference of ``example[:1]``, :meth:`~rramlib.methods.compensation.Method.extra_macs`), for
+    a method set up or fitted on a network of ``n_params`` parameters and ``n_macs`` MACs per inference: the one
+    place both the image tables (:func:`cost_tables`) and the language-model table (:func:`text_storage_table`)
+    count a method."""
+    st = method.storage()
+    row = {"K": st.levels, "values_per_level": st.values_per_level,
+           "pct_of_model_per_level": 100 * st.values_per_level / n_params, "shared_values": st.shared_values,
+           "seed_bytes": st.seed_bytes, "projection_values": st.projection_values,
+           "generator_state_bytes": st.generator_state_bytes}
+    row.update({f"bytes_per_level_{p}": st.bytes_per_level(p) for p in PRECISION_BITS})
+    row.update({f"total_bytes_{p}": st.total_bytes(p, None) for p in PRECISION_BITS})  # seed only
+    row.update({f"total_bytes_{r}_{p}": st.total_bytes(p, r) for r in PROJECTION_READINGS for p in PRECISION_BITS})
+    row["online"] = st.online
+    row["calibration_values"] = st.calibration_values
+    row[f"input_values ({PIXEL_BITS}-bit)"] = st.input_values
+    row["shared / regenerable"] = method.shared_note
+    extra, regen = method.extra_macs(example), st.regeneration_ops()
+    note = (f"+ {method.adapters_.weight_norm_macs():,} MACs once per calibration (norms)" if method.name == "dora"
+            else "")
+    macs_row = {"extra_macs": extra, "base_macs": n_macs, "extra_pct": 100 * extra / n_macs,
+                "regeneration_draws": regen["draws"], "regeneration_macs": regen["macs"],
+                "extra_pct_regenerated": 100 * (extra + regen["macs"]) / n_macs, "note": note}
+    return row, macs_row
 
 
 def storage_ratios(t2: pd.DataFrame) -> pd.DataFrame:
@@ -289,3 +309,177 @@ def macs_vs_rank(models, ranks, fraction: float = PAPER_EXTRA_MACS) -> tuple[pd.
                      "bn_channels": bn_channels(net), "widest_layer": widest_layer(net),
                      "rank_within_fraction": vera_plus_rank_for_macs(net, x, fraction)})
     return pd.DataFrame(rows), pd.DataFrame(nets).set_index("model")
+
+
+# ------------------------------------------------------------------------------ language models (BERT), counted
+#: BERT's encoder sizes (Devlin et al., "BERT", NAACL 2019, §3: BERT-base L=12, H=768, A=12; BERT-large L=24,
+#: H=1024, A=16; feed-forward size 4H) as :class:`transformers.BertConfig` fields; the others are BertConfig's
+#: defaults, those of ``bert-base-uncased`` (a vocabulary of 30,522 word pieces, 512 positions).
+BERT_SIZES = {
+    "bert-base": {"num_hidden_layers": 12, "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12},
+    "bert-large": {"num_hidden_layers": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16},
+}
+#: Tokens per sequence the language-model MACs are counted at (our choice: the maximum sequence length of BERT's
+#: GLUE fine-tuning script, ``run_classifier.py``'s ``max_seq_length``); every token of a sequence counts.
+TEXT_SEQ_LEN = 128
+#: Classes of the classifier head the counts use (SST-5's five; QQP's two change the last layer only).
+TEXT_NUM_LABELS = 5
+#: The methods of the language-model table (:func:`text_storage_table`): every registered method that applies to a
+#: BERT and whose counts do not depend on training. ``bn`` does not apply (no BatchNorm; ``ln_refit`` is our
+#: analogue); DoRA calibration picks its layers on the trained network (its count needs a fit, as in T2).
+TEXT_METHODS = ("none", "scale", "ln_refit", "lora", "vera_plus", "noise_aware", "offline_correction", "reprogram")
+#: row label of LoRA at VeRA+'s rank: on Linear layers its 1×1 branch and peft's layout are one and the same
+LORA_VERA_RANK = "lora (VeRA+ rank)"
+#: The claims of :data:`rramlib.study.claims.CLAIMS` the language-model table answers: claim id -> (row, column
+#: holding ours, what is compared). C3's BN sets per level become LayerNorm sets per level (``ln_refit``, our
+#: analogue: a BERT has no BatchNorm); C4 compares like with like (same structure and per-layer sharing).
+TEXT_CLAIMS = {
+    "C3": ("ln_refit", "ratio_total_vs_vera_cross",
+           "LayerNorm γ/β sets per level (our analogue of BN sets) ÷ cross-layer VeRA+, all levels"),
+    "C4": (LORA_VERA_RANK, "ratio_total_vs_vera_layer", "LoRA at VeRA+'s rank ÷ per-layer VeRA+, all levels"),
+    "C6": (VERA_CROSS, "extra_macs_pct", "cross-layer VeRA+'s extra MACs, % of the RRAM layers' MACs"),
+}
+
+
+def bert_on_meta(model: str, num_labels: int = TEXT_NUM_LABELS) -> nn.Module:
+    """``transformers.BertForSequenceClassification`` of size ``model`` (:data:`BERT_SIZES`) on PyTorch's meta
+    device: every shape, no value and no memory (nothing is downloaded or allocated), in eval mode."""
+    check_choice("model", model, BERT_SIZES)
+    check_int("num_labels", num_labels, 1)
+    try:
+        from transformers import BertConfig, BertForSequenceClassification
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise RramlibError("counting BERT needs transformers: pip install 'rramlib[text]'") from None
+    config = BertConfig(**BERT_SIZES[model], num_labels=num_labels)
+    with torch.device("meta"):
+        return BertForSequenceClassification(config).eval()
+
+
+class _ShapeChip:
+    """Stands in for :class:`~rramlib.device.analog.AnalogModel` where only shapes are counted.
+
+    ``model`` is a copy of a network on the meta device; its RRAM layers are those an AnalogModel maps
+    (:func:`~rramlib.device.analog.rram_layers`), so a method's :meth:`setup` builds exactly the structure it builds
+    on a programmed chip, and its ``storage()`` and ``extra_macs()`` count it. A meta tensor has no values, so the
+    chip cannot be programmed or read: any other use raises.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        layers = rram_layers(self.model)
+        self.layer_names = [n for n, _ in layers]
+        self.layer_modules = [m for _, m in layers]
+        self.reference = {n: m.weight.detach() for n, m in layers}
+        self.seed, self.time = 0, None
+
+    def __getattr__(self, name: str):
+        raise RramlibError(f"a chip counted on the meta device has shapes only: it has no {name!r} "
+                           "(it cannot be programmed or read)")
+
+
+@dataclass
+class _ShapeContext(FitContext):
+    """A :class:`~rramlib.methods.compensation.FitContext` whose chips are :class:`_ShapeChip` (counting only)."""
+
+    def analog(self, model: nn.Module | None = None, seed: int = 0) -> _ShapeChip:
+        return _ShapeChip(model if model is not None else self.model)
+
+
+def _text_context(net: nn.Module, seq_len: int, num_labels: int, levels: int) -> _ShapeContext:
+    tokens = torch.zeros(2, seq_len, dtype=torch.long, device="meta")  # two sequences: a split to read shapes from
+    data = TensorDataset(tokens, torch.arange(2, device="meta") % num_labels)
+    splits = DatasetSplits(train=data, val=data, test=data, calib=data, num_classes=num_labels, in_channels=1,
+                           image_size=seq_len, name="token shapes (meta device)")
+    return _ShapeContext(model=net, splits=splits, drift=make_drift_model(DEFAULT_PRESET), schedule=log_windows(levels),
+                         device="meta")
+
+
+def text_variants(methods=TEXT_METHODS, method_params: dict | None = None) -> list[tuple[str, str, dict]]:
+    """``(row label, method, hyper-parameters)`` of the language-model table's rows: each of ``methods`` with its
+    ``method_params`` (``{method: {name: value}}``, over the defaults), VeRA+ twice (per-layer and cross-layer
+    vectors: :data:`VERA_LAYER`, :data:`VERA_CROSS`) and LoRA once more at VeRA+'s rank (:data:`LORA_VERA_RANK`,
+    with VeRA+ in ``methods``). Every name and hyper-parameter is checked here."""
+    method_params = dict(method_params or {})
+    for m in [*methods, *method_params]:
+        check_method(m)
+    rows = []
+    for m in methods:
+        params = method_params.get(m, {})
+        make_method(m, **params)  # validates the hyper-parameters
+        if m == "vera_plus":
+            rows += [(VERA_LAYER, m, {**params, "sharing": "layer"}), (VERA_CROSS, m, {**params, "sharing": "cross"})]
+        else:
+            rows.append((m, m, params))
+        if m == "lora" and "vera_plus" in methods:
+            rank = make_method("vera_plus", **method_params.get("vera_plus", {})).params["rank"]
+            rows.append((LORA_VERA_RANK, m, {**params, "rank": rank}))
+    return rows
+
+
+def text_storage_table(models=tuple(BERT_SIZES), *, levels: int = 4, seq_len: int = TEXT_SEQ_LEN,
+                       num_labels: int = TEXT_NUM_LABELS, methods=TEXT_METHODS, method_params: dict | None = None,
+                       paper: dict | None = None) -> pd.DataFrame:
+    """Storage and extra compute of each method on BERT-base and BERT-large, counted from their architectures.
+
+    Each network of ``models`` (:data:`BERT_SIZES`) is built on the meta device (:func:`bert_on_meta`: no weights
+    allocated, no training); every row of :func:`text_variants` ``(methods, method_params)`` is set up on it with
+    ``levels`` drift levels and counted by :func:`method_costs`, the accounting of the image tables T2/T3: storage
+    by the method's own ``storage()``, extra MACs by its own ``extra_macs()`` on one sequence of ``seq_len`` tokens
+    (every token counts; the pooler and the classifier read the first token only), against
+    :func:`~rramlib.methods.overhead.base_macs` (the RRAM layers: every Linear; attention's products of two
+    activations are not counted). Every Linear is on RRAM; embeddings and LayerNorm are digital. VeRA+ gives two
+    rows (per-layer and cross-layer vectors) and LoRA a second one at VeRA+'s rank (:data:`LORA_VERA_RANK`).
+
+    Returns one row per (model, method): ``K``, values per level, ``bytes_per_level_<p>`` and ``total_bytes_<p>``
+    for each precision with VeRA+'s A and B read as :data:`~rramlib.methods.overhead.OUR_READING`
+    (``projections`` names it; ``total_bytes_<other reading>_fp32`` under the other reading), ``base_macs`` and
+    ``extra_macs`` per sequence, ``extra_macs_per_token`` (= per sequence ÷ ``seq_len``), ``extra_macs_pct``; ``ratio_per_level_vs_vera_<cross|layer>`` and
+    ``ratio_total_vs_vera_<cross|layer>`` (the row's fp32 bytes ÷ those of cross-layer or per-layer VeRA+ of the
+    same model; 0 for a method that stores nothing); and for the rows that answer a claim of the claims table
+    (:data:`TEXT_CLAIMS`) ``claim``, ``claim_compares``, ``claim_ours`` and ``claim_paper``: the paper's number as
+    ``paper`` (claim id -> the paper's number, e.g. ``{c.id: c.paper for c in rramlib.study.claims.CLAIMS}``;
+    this module does not import the claims table, a reader of recorded results) gives it.
+    """
+    models = [check_choice("model", m, BERT_SIZES) for m in models]
+    check_int("levels", levels, 1)
+    check_int("seq_len", seq_len, 1)
+    variants = text_variants(methods, method_params)
+    paper = dict(paper or {})
+    rows = []
+    for model_name in models:
+        net = bert_on_meta(model_name, num_labels)
+        ctx = _text_context(net, seq_len, num_labels, levels)
+        example = ctx.example()
+        n_params, n_macs = count_parameters(net), base_macs(net, example)
+        for label, m, params in variants:
+            method = make_method(m, **params)
+            method.setup(ctx)
+            storage, macs = method_costs(method, example, n_params, n_macs)
+            row = {"model": model_name, "method": label, "K": storage["K"],
+                   "values_per_level": storage["values_per_level"], "shared_values": storage["shared_values"],
+                   "projection_values": storage["projection_values"], "projections": OUR_READING}
+            row.update({f"bytes_per_level_{p}": storage[f"bytes_per_level_{p}"] for p in PRECISION_BITS})
+            row.update({f"total_bytes_{p}": storage[f"total_bytes_{OUR_READING}_{p}"] for p in PRECISION_BITS})
+            row.update({f"total_bytes_{r}_fp32": storage[f"total_bytes_{r}_fp32"] for r in PROJECTION_READINGS
+                        if r != OUR_READING})
+            row.update({"seq_len": seq_len, "base_macs": n_macs, "extra_macs": macs["extra_macs"],
+                        "extra_macs_per_token": macs["extra_macs"] / seq_len, "extra_macs_pct": macs["extra_pct"]})
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    for vera, suffix in ((VERA_CROSS, "cross"), (VERA_LAYER, "layer")):
+        if vera not in set(table["method"]):
+            continue
+        ref = table[table["method"] == vera].set_index("model")
+        for per in ("per_level", "total"):
+            column = "bytes_per_level_fp32" if per == "per_level" else "total_bytes_fp32"
+            table[f"ratio_{per}_vs_vera_{suffix}"] = table[column] / table["model"].map(ref[column])
+    claims = {row: (cid, column, what) for cid, (row, column, what) in TEXT_CLAIMS.items()}
+    table["claim"], table["claim_compares"], table["claim_ours"], table["claim_paper"] = None, None, float("nan"), None
+    for i, label in table["method"].items():
+        if label in claims and claims[label][1] in table.columns:
+            cid, column, what = claims[label]
+            table.loc[i, ["claim", "claim_compares", "claim_ours", "claim_paper"]] = [
+                cid, what, table.loc[i, column], paper.get(cid)]
+    return table

@@ -302,7 +302,9 @@ class AdapterController(nn.Module):
 
         Runs the model once on ``example_input`` (tensor, tuple of positional inputs or dict of keyword
         inputs; any batch size) in eval mode without gradients, with forward hooks on the wrappers to
-        read spatial sizes; training flags are restored afterwards (BN statistics are not touched).
+        read how many positions each layer is applied at (a convolution's output pixels; for a Linear layer every
+        position of its input's middle dimensions, e.g. each token of a ``(batch, tokens, features)`` sequence);
+        training flags are restored afterwards (BN statistics are not touched).
         """
         return self._count_macs(example_input)[0]
 

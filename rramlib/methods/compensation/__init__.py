@@ -6,6 +6,7 @@ name                what it does                                                
 none                drifted chip as it is                                            nothing
 scale               aihwkit-style global / per-column output rescaling               (r0 per layer)
 bn                  BatchNorm statistics (and γ/β) re-estimated per drift level      one BN set
+ln_refit            LayerNorm γ/β re-fitted per drift level (ours: BN's analogue)    one LayerNorm γ/β set
 lora                LoRA A_k, B_k per layer and level (peft or VeRA+'s 1x1 branch)   A, B
 vera_plus           VeRA+: λ_b, λ_d per level over shared seeded projections         two vectors
 dora                DoRA calibration of each chip in the field, 10 samples (online)  DoRA params + calib. data
@@ -32,6 +33,7 @@ from rramlib.methods.compensation.base import (FACTS, FitContext, Method, Method
                                               TrainingConfig, drift_injected_training)
 from rramlib.methods.compensation.bn import BNRecalibration, BNRecalibrationConfig
 from rramlib.methods.compensation.dora_calibration import DoRACalibration, DoRACalibrationConfig
+from rramlib.methods.compensation.layernorm import LayerNormRefit, LayerNormRefitConfig
 from rramlib.methods.compensation.lora import LoRAMethod, LoRAMethodConfig
 from rramlib.methods.compensation.noise_aware import NoiseAware, NoiseAwareConfig
 from rramlib.methods.compensation.none import NoCompensation
@@ -64,7 +66,7 @@ def register(cls: type[Method]) -> type[Method]:
 RENAMED = {"retrain": "offline_correction"}
 
 for _cls in (NoCompensation, OutputScaling, BNRecalibration, LoRAMethod, DoRACalibration, VeraPlusMethod, NoiseAware,
-             OfflineCorrection, Reprogram):
+             OfflineCorrection, Reprogram, LayerNormRefit):
     register(_cls)
 
 
@@ -104,5 +106,5 @@ def make_method(name: str, **params) -> Method:
 
 __all__ = ["METHODS", "RENAMED", "FACTS", "MethodFacts", "register", "check_method", "FitContext", "Method",
            "MethodConfig", "PerLevelAdapterMethod", "TrainingConfig", "drift_injected_training", "make_method",
-           "BNRecalibrationConfig", "DoRACalibrationConfig", "LoRAMethodConfig", "NoiseAwareConfig",
+           "BNRecalibrationConfig", "DoRACalibrationConfig", "LayerNormRefitConfig", "LoRAMethodConfig", "NoiseAwareConfig",
            "OfflineCorrectionConfig", "OutputScalingConfig", "VeraPlusMethodConfig"]

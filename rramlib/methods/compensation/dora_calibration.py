@@ -29,7 +29,7 @@ from rramlib.methods.adapters import DoRAConfig, add_dora
 from rramlib.nn.data import as_tensors
 from rramlib.core.errors import RramlibError, check_int, check_positive
 from rramlib.nn.models import count_parameters
-from rramlib.methods.overhead import Storage
+from rramlib.methods.overhead import Storage, input_bits
 from rramlib.core.seeding import check_root_seed, train_chips
 from rramlib.core.times import parse_time
 from rramlib.core.torchutil import eval_mode
@@ -240,11 +240,14 @@ class DoRACalibration(Method):
 
     def storage(self) -> Storage:
         """The DoRA parameters of the calibrated chip, plus what calibrating in the field needs on every chip:
-        the calibration inputs (images, at :data:`~rramlib.methods.overhead.PIXEL_BITS` like every method's stored
-        images) and the drift-free model's outputs of the adapted layers (the KD targets)."""
+        the calibration inputs (images at :data:`~rramlib.methods.overhead.PIXEL_BITS` like every method's stored
+        images, token sequences at :data:`~rramlib.methods.overhead.TOKEN_BITS`:
+        :func:`~rramlib.methods.overhead.input_bits`) and the drift-free model's outputs of the adapted layers (the
+        KD targets)."""
         return Storage(values_per_level=self.adapters_.values_per_adapter(), levels=1,
                        calibration_values=sum(t.numel() for t in self.targets_.values()),
-                       input_values=self.calib_inputs_.numel(), online=True)
+                       input_values=self.calib_inputs_.numel(), input_bits=input_bits(self.calib_inputs_),
+                       online=True)
 
     def _sram_tensors(self) -> dict[str, torch.Tensor]:
         tensors = {f"{SHARED}/{k}": v for k, v in self.adapters_.adapter_tensors(ADAPTER).items()}
