@@ -103,7 +103,8 @@ def test_solutions_are_hidden_dropdowns(path):
 
 #: What reads data or trains: a notebook calls these only through its Notebook object (``nb.sweep``, ``nb.prepare``,
 #: ``nb.fitted``, ``nb.greedy_schedule``, ``nb.base_model``, ``nb.train_pair``), which passes the data folder itself.
-DATA_FUNCTIONS = {"prepare", "run_sweep", "train_base_model", "train_pair", "load_dataset", "greedy_schedule"}
+DATA_FUNCTIONS = {"prepare", "run_sweep", "train_base_model", "train_pair", "load_dataset", "greedy_schedule",
+                  "run_search", "tuned_method_params", "run_headline"}
 
 
 def direct_data_calls(source: str) -> list[str]:

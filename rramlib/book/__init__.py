@@ -15,15 +15,20 @@
   ``src/results/``. All kernels share one results cache (``$RRAMLIB_CACHE``, default ``.rramlib_cache``),
   import this checkout's rramlib and show tables the book's way (:mod:`.display`). A notebook is not run
   again when its *build key* (:func:`build_key`: notebook source, parameters, rramlib's sources but the
-  builder's, the version, and the keys of the notebooks whose results it reads) equals the one stored in
-  its executed copy and its results JSON exists (``--force`` runs everything).
+  builder's, the version, the keys of the notebooks whose results it reads, and for a notebook that shows the
+  recorded study-scale build that record -- unless the book is the build it records, whose kernels never read
+  it, :mod:`rramlib.study.recorded`) equals the one stored in its executed copy and its results JSON exists
+  (``--force`` runs everything); :func:`~rramlib.book.builder.notebook_keys` computes the keys alone.
 * :mod:`.checks`: executed outputs are scanned for absolute paths and the host name; glue references
   are checked statically; the HTML must load nothing from another host.
 * :mod:`.present`: each executed notebook becomes its page in ``src/notebooks/``: code collapsed behind a
   toggle, the raw parameter cells removed, one box with the build's parameters and the command that
   reruns the page (wall time, peak memory).
-* :mod:`.builder`: the steps above in order, ``src/results/build_times.json`` with each notebook's wall
-  time, then Jupyter Book 1.x builds the HTML with warnings as errors and without the network.
+* :mod:`.builder`: the steps above in order (first copying the base models a study-scale record ships into the
+  results cache, each one checked to be readable by this checkout), ``src/results/build_times.json`` with each
+  notebook's wall time and the kernels' numeric environment, the passages of the static pages written from the
+  study-scale record (the first page's answer, what the record holds), then Jupyter Book 1.x builds the HTML
+  with warnings as errors and without the network.
 
 A notebook that fails stops the build. If it failed on bad input (an :class:`RramlibError` in the
 kernel), the build fails exactly as the command line does for the same input: ``error: <message>``

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rramlib import __version__
 from rramlib.core.errors import RramlibError, check_choice, check_int
-from rramlib.study.recorded import recorded_inputs, seed_cache
+from rramlib.study import recorded
 from rramlib.book.assets import EXPECTED_TIMES, stage_static, write_if_changed
 from rramlib.book.checks import check_offline, scan_outputs, warn_unglued
 from rramlib.book.errors import BookError
@@ -31,7 +31,7 @@ from rramlib.study.profiles import get_profile
 
 __all__ = ["NotebookRun", "BuildResult", "build", "build_html", "build_jobs", "BOOK_DIR", "NOTEBOOK_DIR",
            "OUT_DIR_PARAM", "JOBS_ENV", "DATA_ROOT_ENV", "check_data_root", "MAX_AUTO_JOBS", "SMALL_PROFILES",
-           "AVX2_CAP", "instruction_cap",
+           "AVX2_CAP", "instruction_cap", "STUDY_SCALE_PAGES", "notebook_keys", "study_scale_pages",
            "KEEP_FREED_MEMORY", "kernel_environment", "numeric_environment"]
 
 BOOK_DIR = REPO_ROOT / "book"
@@ -212,7 +212,7 @@ class _Inline:
 
 def _execute(plan: list[_Planned], to_run: list[_Planned], jobs: int, pages: Path, cache_dir: Path,
              finish: Callable[[_Planned, NotebookRun], None], log: Callable[..., None],
-             expected: Mapping[str, float] | None = None, data_env: Mapping[str, str] | None = None) -> None:
+             expected: Mapping[str, float] | None = None, book_env: Mapping[str, str] | None = None) -> None:
     """Execute ``to_run``, up to ``jobs`` at once, calling ``finish`` as each one completes.
 
     One at a time, notebooks run in notebook order. Side by side, of the notebooks free to start, the one that
@@ -221,8 +221,8 @@ def _execute(plan: list[_Planned], to_run: list[_Planned], jobs: int, pages: Pat
     starts after the notebooks it names in ``metadata.rramlib_book.after`` (it reuses what they leave in the
     results cache, so it must not compute the same fits beside them) and, when it reads other notebooks'
     results, after every notebook before it. After a failure nothing new starts, the running notebooks finish
-    (their results stay cached), and the first error is raised. ``data_env`` goes into every kernel's
-    environment (the data folder, :func:`check_data_root`).
+    (their results stay cached), and the first error is raised. ``book_env`` goes into every kernel's
+    environment (the data folder, :func:`check_data_root`, and the book's profile).
     """
     if not to_run:
         return
@@ -255,7 +255,7 @@ def _execute(plan: list[_Planned], to_run: list[_Planned], jobs: int, pages: Pat
                                                                        "parameters": item.params,
                                                                        "rramlib_version": __version__},
                                         environment={**kernel_environment(item.runs_at, jobs),
-                                                     **(data_env or {})})] = item
+                                                     **(book_env or {})})] = item
             if not running:
                 break
             completed, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -352,6 +352,76 @@ def _stage_toc_and_config(book_dir: Path, src: Path, stems: list[str], log: Call
     write_if_changed(src / "_config.yml", yaml.safe_dump(config, sort_keys=False).encode())
 
 
+def _plan(profile: str, notebooks: list[Path], extra: Mapping[str, object], declared: Mapping[str, set],
+          after: Mapping[str, tuple[str, ...]], executed_dir: Path, results: Path) -> list[_Planned]:
+    """Every notebook of a book at ``profile`` with its parameters and build key, in notebook order."""
+    sources = source_files()
+    keys: dict[str, str] = {}
+    plan: list[_Planned] = []
+    for i, path in enumerate(notebooks, 1):
+        raw = path.read_bytes()
+        # a notebook gets (and its key depends on) only the extra parameters it declares
+        mine = {k: v for k, v in extra.items() if k in declared[path.stem]}
+        runs_at = chapter_profile(profile, path.stem)
+        params = {"profile": runs_at, "out_dir": OUT_DIR_PARAM, **mine}
+        # where the notebook computes (PLACEMENT_PARAMETERS) changes none of its results: not in its key, nor its page
+        mine_shown = {k: v for k, v in mine.items() if k not in PLACEMENT_PARAMETERS}
+        shown = {k: v for k, v in params.items() if k not in PLACEMENT_PARAMETERS}
+        # results of other notebooks, and the recorded study-scale build (rramlib.study.recorded), where it shows
+        # them: a record of another profile than this book's (a kernel of this book does not read this book's record)
+        reads_others = reads_other_results(raw)
+        upstream = {**(dict(keys) if reads_others else {}), **recorded.recorded_inputs(raw, profile)}
+        # the kernel's numeric environment (threads, instructions; how threads wait changes no number)
+        key = build_key(raw, shown, sources, __version__, upstream, numeric_environment(runs_at))
+        keys[path.stem] = key
+        plan.append(_Planned(path, f"  [{i}/{len(notebooks)}] {path.stem:<28}", runs_at, params, shown, mine_shown,
+                             key, reads_others, after[path.stem], executed_dir / path.name,
+                             results / f"{path.stem}.json"))
+    return plan
+
+
+def notebook_keys(profile: str = "quick", notebooks_dir: Path = NOTEBOOK_DIR,
+                  parameters: Mapping[str, object] | None = None) -> dict[str, str]:
+    """The build key of every notebook of a book at ``profile`` with ``parameters``, by name: what :func:`build`
+    compares with each executed copy to decide whether to run it again. Executes nothing."""
+    import nbformat
+
+    _check_profile(profile)
+    notebooks = notebook_paths(notebooks_dir)
+    declared = {p.stem: set(declared_parameters(nbformat.read(p, as_version=4))) for p in notebooks}
+    plan = _plan(profile, notebooks, dict(parameters or {}), declared, {p.stem: () for p in notebooks}, Path(),
+                 Path())
+    return {item.path.stem: item.key for item in plan}
+
+
+#: The passages of static pages that the builder writes from the recorded study-scale build, into the staged
+#: ``results/`` folder, and the pages that include them: the answer first (book/intro.md) and what the record
+#: holds (book/reproducing.md).
+STUDY_SCALE_PAGES = {"answer": "study_scale_answer.md", "record": "study_scale_record.md"}
+
+
+def study_scale_pages(profile: str, results: Path) -> dict[str, str]:
+    """The markdown of :data:`STUDY_SCALE_PAGES` for a book at ``profile`` whose notebooks wrote ``results``.
+
+    A book at the recorded profile (:data:`rramlib.study.recorded.STUDY_PROFILE`) is the study-scale build itself:
+    its first page shows its own comparison; every other book shows the record's
+    (:func:`rramlib.present.study_scale.recorded_answer`), stale or unreadable as the record says."""
+    from rramlib.present import study_scale
+
+    rec = recorded.load(recorded.STUDY_PROFILE, book_profile=profile)
+    if rec.itself:
+        try:
+            own = json.loads((results / f"{study_scale.COMPARISON}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            own = None
+        own = own if isinstance(own, dict) else None
+        where = f"computed by this build (profile {profile}) in the chapter {study_scale.COMPARISON}"
+        answer = study_scale.answer_first(own, where if own is not None else f"{where}, which wrote no results")
+    else:
+        answer = study_scale.recorded_answer(rec)
+    return {"answer": answer, "record": study_scale.record_page(rec)}
+
+
 def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force: bool = False,
           parameters: Mapping[str, object] | None = None, html: bool = True,
           notebooks_dir: Path = NOTEBOOK_DIR, book_dir: Path = BOOK_DIR, log: Callable[..., None] = _print,
@@ -401,39 +471,25 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
     _stage_toc_and_config(book_dir, src, stems, log)
     warn_unglued(notebooks, book_dir, log)
 
-    cache_dir = Path(os.environ.get("RRAMLIB_CACHE") or REPO_ROOT / ".rramlib_cache").resolve()
+    cache_dir = recorded.book_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    shipped = seed_cache(profile, cache_dir)
-    if shipped:
-        entries = "1 entry" if len(shipped) == 1 else f"{len(shipped)} entries"
-        log(f"results cache: {entries} shipped with recorded/{profile}/ copied in (the record's trained base model)")
-    sources = source_files()
+    restored = recorded.restore_models(profile, cache_dir, environment=numeric_environment(profile))
+    if restored.copied:
+        entries = "1 entry" if len(restored.copied) == 1 else f"{len(restored.copied)} entries"
+        log(f"results cache: {entries} shipped with recorded/{profile}/ copied in (the record's trained base models)")
+    for note in restored.notes:
+        log(f"note: {note}")
     result = BuildResult(profile=profile, out=out, jobs=jobs)
     times_path = results / "build_times.json"
-    keys: dict[str, str] = {}
-    plan: list[_Planned] = []
-    for i, path in enumerate(notebooks, 1):
-        raw = path.read_bytes()
-        # a notebook gets (and its key depends on) only the extra parameters it declares
-        mine = {k: v for k, v in extra.items() if k in declared[path.stem]}
-        runs_at = chapter_profile(profile, path.stem)
-        params = {"profile": runs_at, "out_dir": OUT_DIR_PARAM, **mine}
-        # where the notebook computes (PLACEMENT_PARAMETERS) changes none of its results: not in its key, nor its page
-        mine_shown = {k: v for k, v in mine.items() if k not in PLACEMENT_PARAMETERS}
-        shown = {k: v for k, v in params.items() if k not in PLACEMENT_PARAMETERS}
-        # results of other notebooks, and the recorded study-scale build (rramlib.study.recorded), where it shows them
-        reads_others = reads_other_results(raw)
-        upstream = {**(dict(keys) if reads_others else {}), **recorded_inputs(raw)}
-        # the kernel's numeric environment (threads, instructions; how threads wait changes no number)
-        key = build_key(raw, shown, sources, __version__, upstream, numeric_environment(runs_at))
-        keys[path.stem] = key
-        plan.append(_Planned(path, f"  [{i}/{len(notebooks)}] {path.stem:<28}", runs_at, params, shown, mine_shown,
-                             key, reads_others, after[path.stem], executed_dir / path.name,
-                             results / f"{path.stem}.json"))
+    plan = _plan(profile, notebooks, extra, declared, after, executed_dir, results)
     log(f"book ({profile}): {len(notebooks)} notebook(s), results cache {cache_dir}"
         + (f", up to {jobs} at once" if jobs > 1 else ""))
 
     runs: dict[str, NotebookRun] = {}
+    # with the times: how many ran at once, and the numeric environment of the kernels of each profile (a record
+    # computes the base models' cache keys in it, rramlib.study.recorded.record)
+    facts = {"jobs": jobs, "kernel_numerics": {runs_at: numeric_environment(runs_at)
+                                               for runs_at in sorted({item.runs_at for item in plan})}}
 
     def finish(item: _Planned, run: NotebookRun) -> None:
         """Check an executed notebook's outputs, write its page and the build times so far."""
@@ -451,7 +507,7 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
         write_if_changed(pages / item.path.name, nbformat.writes(page).encode())
         runs[item.path.stem] = run
         result.runs = [runs[p.path.stem] for p in plan if p.path.stem in runs]
-        _write_times(times_path, profile, result.runs, {"jobs": jobs})
+        _write_times(times_path, profile, result.runs, facts)
 
     to_run = []
     for item in plan:
@@ -463,17 +519,21 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
         run = NotebookRun(item.path.stem, time.perf_counter() - t0, True, item.key, previous)
         log(f"{item.label} {run.seconds:7.1f} s  cached (last run {previous:.1f} s)")
         finish(item, run)
+    # every kernel: the data folder (check_data_root), and the profile of this book (a kernel of the book at the
+    # recorded profile does not show that record: it is part of the build the record records)
+    book_env = {recorded.BOOK_PROFILE_ENV: profile, **({DATA_ROOT_ENV: data_root} if data_root else {})}
     try:
-        _execute(plan, to_run, jobs, pages, cache_dir, finish, log, expected_seconds(book_dir, profile),
-                 {DATA_ROOT_ENV: data_root} if data_root else None)
+        _execute(plan, to_run, jobs, pages, cache_dir, finish, log, expected_seconds(book_dir, profile), book_env)
     except BookError:
-        _write_times(times_path, profile, result.runs, {"jobs": jobs})
+        _write_times(times_path, profile, result.runs, facts)
         raise
+    for name, text in study_scale_pages(profile, results).items():
+        write_if_changed(results / STUDY_SCALE_PAGES[name], text.encode())
     notebooks_s = time.perf_counter() - start
     if html:
         t0 = time.perf_counter()
         result.html = build_html(src, log=log)
-        _write_times(times_path, profile, result.runs, {"jobs": jobs, "notebooks_total_s": round(notebooks_s, 3),
+        _write_times(times_path, profile, result.runs, {**facts, "notebooks_total_s": round(notebooks_s, 3),
                                                         "html_s": round(time.perf_counter() - t0, 3)})
     result.seconds = time.perf_counter() - start
     return result

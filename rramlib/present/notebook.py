@@ -43,7 +43,8 @@ from rramlib.study.base_model import train_base_model
 from rramlib.study.experiments import SweepConfig, prepare, run_sweep
 from rramlib.study.hidden_fold import train_pair
 from rramlib.study.profiles import PROFILES, get_profile
-from rramlib.study.tuning import greedy_schedule, trained_methods
+from rramlib.study.headline import run_headline
+from rramlib.study.tuning import SEARCH_MOVES, greedy_schedule, run_search, tuned_method_params
 
 __all__ = ["PARAMETERS", "Notebook", "as_list", "start"]
 
@@ -101,10 +102,6 @@ def _model(v, name="model"):
 def _time(v, name="time"):
     parse_time(v)
     return v
-
-
-def _trained_methods() -> list[str]:
-    return trained_methods()
 
 
 def _int(low: int) -> Callable:
@@ -223,7 +220,9 @@ PARAMETERS: dict[str, Parameter] = {
     "run_greedy": Parameter(_bool),
     "greedy_tolerance": Parameter(_nonneg),
     "val_chips": Parameter(_int(1)),  # validation chips (rramlib.core.seeding.validation_chips) that choose hyper-parameters
-    "tuned_methods": Parameter(_method, is_list=True, default=lambda profile: _trained_methods(), empty_ok=False),
+    "tuned_methods": Parameter(_method, is_list=True, default=lambda profile: list(SEARCH_MOVES), empty_ok=False),
+    "readouts": Parameter(_one_of("raw", "gdc"), is_list=True, empty_ok=False),  # rramlib.device.analog.READOUTS
+    "apply_tuning": Parameter(_bool),  # use the Tuning chapter's choices (rramlib.study.tuning.tuned_method_params)
     "extra_models": Parameter(_model, is_list=True),
     "extra_profile": Parameter(_profile),
     "mac_models": Parameter(_model, is_list=True),
@@ -326,6 +325,23 @@ class Notebook:
         with this notebook's data folder and cache."""
         return greedy_schedule(config, tolerance, candidates=candidates, n_chips=n_chips, data_root=self.data_root(),
                                cache=self.cache)
+
+    def tuned(self, config, **kwargs) -> dict:
+        """The hyper-parameters the tuning chapter's search chose for ``config``'s profile and preset
+        (:func:`~rramlib.study.tuning.tuned_method_params`: one search on validation data, cached and shared by every
+        notebook that asks), with this notebook's data folder and cache."""
+        return tuned_method_params(config, data_root=self.data_root(), cache=self.cache, **kwargs)
+
+    def search(self, config, **kwargs):
+        """:func:`~rramlib.study.tuning.run_search` (the search itself, with its candidates, scores and budget) with
+        this notebook's data folder and cache."""
+        return run_search(config, data_root=self.data_root(), cache=self.cache, **kwargs)
+
+    def headline(self, config, methods, *, readouts, times):
+        """:func:`~rramlib.study.headline.run_headline` (every method on every base seed and readout, per image) with
+        this notebook's data folder and cache."""
+        return run_headline(config, methods, readouts=readouts, times=times, data_root=self.data_root(),
+                            cache=self.cache)
 
     def train_pair(self):
         """The Hidden-Fold Network and dense network of this notebook's profile

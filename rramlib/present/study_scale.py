@@ -1,18 +1,42 @@
 """The recorded study-scale build beside this build's numbers: the comparison chapter's T1, F4 and F9 at the
 study's scale, drawn from a :class:`~rramlib.study.recorded.Recorded` (which reads the record and judges
-whether it is stale; this module only shows it, in the book's figure style).
+whether it is stale; this module only shows it, in the book's figure style), and the two passages of the book's
+static pages that the builder writes from the record (:func:`answer_first` for the first page,
+:func:`record_page` for *Reproducing*).
+
+**The first page's contract with the comparison chapter** (:data:`COMPARISON`): its results hold the table
+:data:`INTERVALS` with the columns ``method, readout, time, acc_mean, acc_low, acc_high, retained_pct,
+retained_low, retained_high, recovered, storage_bytes`` (accuracies as fractions, retained in % of drift-free,
+intervals at :data:`CONFIDENCE`, storage in bytes), and the numbers :data:`VERDICT` (a sentence) and
+:data:`VERDICT_READOUT` (the readout the book leads with).
 """
 from __future__ import annotations
+
+import math
+from collections.abc import Mapping
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from rramlib.present.plotting import (FIG_WIDTH, METHOD_LABELS, METHOD_MARKERS, column_layout, method_color,
-                                      pareto_plot, time_axis)
+from rramlib.core.errors import RramlibError
+from rramlib.core.times import parse_time
+from rramlib.present.plotting import (FIG_WIDTH, METHOD_LABELS, METHOD_MARKERS, byte_label, column_layout,
+                                      method_color, pareto_plot, time_axis)
+from rramlib.study import headline
 from rramlib.study.analysis import with_spread
-from rramlib.study.recorded import Recorded
+from rramlib.study.recorded import Recorded, cpu_text
 
-__all__ = ["comparison_table", "figures", "accuracy_curves"]
+__all__ = ["COMPARISON", "CONFIDENCE", "INTERVALS", "VERDICT", "VERDICT_READOUT", "comparison_table", "figures",
+           "accuracy_curves", "answer_first", "recorded_answer", "record_page"]
+
+#: The comparison chapter, whose results the first page reads.
+COMPARISON = "03_comparison"
+#: Its table of accuracies with intervals, per method, readout and time (columns: the module docstring).
+INTERVALS = "T1_intervals"
+#: Its number holding the verdict sentence, and the one naming the readout the book leads with.
+VERDICT, VERDICT_READOUT = "verdict", "verdict_readout"
+#: The confidence of the intervals of :data:`INTERVALS` (part of the contract: the chapter computes them so).
+CONFIDENCE = headline.CONFIDENCE
 
 
 def comparison_table(rec: Recorded, t1, methods, times) -> pd.DataFrame:
@@ -73,3 +97,137 @@ def accuracy_curves(table, free: float, methods, title: str):
     ax.set_ylabel("test accuracy")
     handles, labels = ax.get_legend_handles_labels()
     return column_layout(fig, title, handles, labels)
+
+
+# ------------------------------------------------------------------------------------ passages of static pages
+def _cell(text) -> str:
+    """Text for a markdown table cell: pipes escaped, line breaks removed."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _number(value, fmt: str) -> str:
+    """``value`` formatted, or ``"n/a"`` where it is missing or NaN."""
+    return "n/a" if _missing(value) else fmt.format(value)
+
+
+def _interval(row: Mapping, mean: str, low: str, high: str, fmt: str) -> str:
+    """``"98.1 (97.0 to 99.0)"``: a mean with its interval."""
+    return f"{_number(row.get(mean), fmt)} ({_number(row.get(low), fmt)} to {_number(row.get(high), fmt)})"
+
+
+def _seconds(label: str) -> float:
+    """A time label's seconds (:func:`rramlib.core.times.parse_time`); minus infinity for one it cannot read."""
+    try:
+        return parse_time(label)
+    except RramlibError:
+        return -math.inf
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+def answer_first(results: Mapping | None, source: str) -> str:
+    """What the study-scale build found, as the book's first page opens (MyST markdown): for the readout the
+    comparison leads with (:data:`VERDICT_READOUT`) at the latest time of :data:`INTERVALS`, per method the retained
+    accuracy and the accuracy with their intervals and the storage; then the verdict (:data:`VERDICT`); then
+    ``source``, the line that says where the numbers come from (a record's caption).
+
+    ``results``: the comparison chapter's results (``None``: nothing to show, ``source`` says why). Where they lack
+    the table, the verdict or the readout's rows, one sentence says so instead."""
+    if results is None:
+        return _sentence(source) + "\n"
+    numbers, tables = results.get("numbers") or {}, results.get("tables") or {}
+    verdict, readout = numbers.get(VERDICT), numbers.get(VERDICT_READOUT)
+    rows = [r for r in tables.get(INTERVALS) or [] if isinstance(r, Mapping) and r.get("readout") == readout]
+    if not (rows and verdict and readout):
+        lacking = ", ".join(k for k, there in ((INTERVALS, rows), (VERDICT, verdict), (VERDICT_READOUT, readout))
+                            if not there)
+        return (f"The study-scale answer is not here yet: the results of its comparison ({COMPARISON}) lack "
+                f"{lacking}, which a record made with the current comparison chapter holds ({source}).\n")
+    latest = max(dict.fromkeys(str(r.get("time")) for r in rows), key=_seconds)
+    level = f"{100 * CONFIDENCE:g} %"
+    lines = [f"**What the study-scale build found**, {latest} after programming, chips read {readout}:", "",
+             f"| method | retained, % of drift-free ({level} interval) | accuracy ({level} interval) | storage |",
+             "|:--|--:|--:|--:|"]
+    for row in (r for r in rows if str(r.get("time")) == latest):
+        storage, method = row.get("storage_bytes"), str(row.get("method"))
+        lines.append(f"| {_cell(METHOD_LABELS.get(method, method))} "
+                     f"| {_interval(row, 'retained_pct', 'retained_low', 'retained_high', '{:.1f}')} "
+                     f"| {_interval(row, 'acc_mean', 'acc_low', 'acc_high', '{:.3f}')} "
+                     f"| {'n/a' if _missing(storage) else byte_label(storage)} |")
+    lines += ["", _sentence(str(verdict)), "", f"Source: {source}.", ""]
+    return "\n".join(lines)
+
+
+def recorded_answer(rec: Recorded) -> str:
+    """:func:`answer_first` from the record ``rec``, with its caption as the source (STALE and why, or which file
+    cannot be read)."""
+    return answer_first(rec.results.get(COMPARISON, {}) if rec.exists else None, rec.caption(COMPARISON))
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "n/a"
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds:.0f} s"
+
+
+def _numerics_text(numerics: Mapping | None) -> str:
+    """``"torch 2.4.1, 2 threads, no instruction cap"``: a :func:`rramlib.core.numerics.numeric_environment`."""
+    numerics = numerics or {}
+    cap = ", ".join(f"{k}={v}" for k, v in sorted((numerics.get("instructions") or {}).items()))
+    return (f"torch {numerics.get('torch', '?')}, {numerics.get('threads', '?')} threads, "
+            + (f"capped: {cap}" if cap else "no instruction cap"))
+
+
+def record_page(rec: Recorded) -> str:
+    """What the record holds, for the *Reproducing* page (MyST markdown): its caption; the wall time, CPU time and
+    peak memory of every notebook of the recorded build in the execution that computed its results (the first,
+    uncached one: a recording run that finds a notebook cached does not execute it again); every shipped base
+    model (seed, cache entry, precision, epochs, training time, drift-free validation accuracy, numeric
+    environment); the libraries and the CPU. Parts an older record lacks are said to be missing."""
+    if not rec.exists:
+        return _sentence(rec.caption()) + "\n"
+    prov = rec.provenance
+    lines = [_sentence(rec.caption()), ""]
+    build = prov.get("build") if isinstance(prov.get("build"), Mapping) else None
+    executions = (build or {}).get("notebooks") or {
+        name: {"profile": entry.get("profile", rec.profile), "wall_s": entry.get("builder_wall_s"),
+               "cpu_s": entry.get("cpu_s"), "peak_rss_mb": entry.get("peak_rss_mb")}
+        for name, entry in prov["notebooks"].items()}
+    lines += ["**Time and memory of the recorded build**, per notebook, in the execution that computed its results"
+              + (f" ({build['jobs']} notebook(s) at once)" if build and build.get("jobs") else "") + ":", "",
+              "| notebook | ran at | recorded | wall time (s) | CPU time (s) | peak memory (MiB) |",
+              "|:--|:--|:--|--:|--:|--:|"]
+    for name, entry in sorted(executions.items()):
+        lines.append(f"| {_cell(name)} | {_cell(entry.get('profile', '?'))} "
+                     f"| {'yes' if name in prov['notebooks'] else 'no'} | {_number(entry.get('wall_s'), '{:.1f}')} "
+                     f"| {_number(entry.get('cpu_s'), '{:.1f}')} | {_number(entry.get('peak_rss_mb'), '{:.0f}')} |")
+    walls = [e.get("wall_s") for e in executions.values() if e.get("wall_s") is not None]
+    peaks = [e.get("peak_rss_mb") for e in executions.values() if e.get("peak_rss_mb") is not None]
+    lines += [f"| all, one after another | | | {_number(sum(walls) if walls else None, '{:.0f}')} | "
+              f"| {_number(max(peaks) if peaks else None, '{:.0f}')} |", ""]
+    models = prov.get("base_models")
+    if models is None:
+        lines += ["This record does not describe its base models (it predates their provenance).", ""]
+    else:
+        lines += [f"**Base models** shipped with the record (`recorded/{rec.profile}/cache/model/`), trained in "
+                  f"{prov.get('base_model_precision', '?')}:", "",
+                  "| base seed | cache entry | epochs | training wall time | drift-free validation accuracy "
+                  "| numeric environment |", "|--:|:--|--:|--:|--:|:--|"]
+        for m in models:
+            lines.append(f"| {m.get('base_seed')} | `{str(m.get('key', '?'))[:12]}` | {m.get('epochs', '?')} "
+                         f"| {_duration(m.get('wall_s'))} | {_number(m.get('val_accuracy'), '{:.4f}')} "
+                         f"| {_cell(_numerics_text(m.get('numerics')))} |")
+        lines.append("")
+    libraries = ", ".join(f"{k} {v}" for k, v in (prov.get("libraries") or {}).items()) or "not in this record"
+    machine = prov.get("machine") or {}
+    lines += [f"**Libraries**: {libraries}. **Machine**: {machine.get('cores', '?')} cores of "
+              f"{machine.get('cpu', '?')}; {cpu_text(prov.get('cpu'))}.",
+              ""]
+    return "\n".join(lines)

@@ -32,7 +32,10 @@ from rramlib.study.base_model import device_test_set
 from rramlib.study.experiments import SweepConfig, correct_predictions, correctness, prepare
 
 __all__ = ["VERA_ROWS", "Headline", "rows_of", "row_config", "run_headline", "t1_intervals", "lead_readout", "verdict",
-           "READOUT_CRITERION"]
+           "READOUT_CRITERION", "CONFIDENCE"]
+
+#: The confidence level of every interval of the headline (shown in the book, never typed).
+CONFIDENCE = 0.95
 
 #: VeRA+ is compared twice, once per sharing mode of its vectors: row name -> ``sharing``.
 VERA_ROWS = {"vera_plus_layer": "layer", "vera_plus_cross": "cross"}
@@ -92,11 +95,11 @@ class Headline:
 
 
 def run_headline(config: SweepConfig, methods, *, readouts=("raw", "gdc"), times=("10y",), base_seeds=None,
-                 cache: Cache | None = None, progress: bool = False) -> Headline:
+                 data_root: str | None = None, cache: Cache | None = None, progress: bool = False) -> Headline:
     """Fit every method of ``methods`` on every base seed and readout, and evaluate the chips at ``times``.
 
     ``config`` gives the profile, preset, mapping and hyper-parameters (its ``readout``, ``base_seed``, ``times``
-    and ``methods`` are replaced); ``base_seeds`` default to the profile's. Where a (seed, readout) pair is the
+    and ``methods`` are replaced); ``base_seeds`` default to the profile's; ``data_root``: the dataset's folder. Where a (seed, readout) pair is the
     configuration's own (its readout, its base seed or the profile's first), the chips are evaluated on the
     profile's whole time grid and the headline times read from it, so the comparison chapter's sweep and this
     share their cache entries. The method ``scale`` is left out on the ``gdc`` readout (it is the identity there).
@@ -122,8 +125,8 @@ def run_headline(config: SweepConfig, methods, *, readouts=("raw", "gdc"), times
     work = [(r, s) for r in readouts for s in seeds]
     for readout, seed in tqdm(work, desc="headline", unit="model", disable=not progress):
         own = readout == config.readout and seed == first
-        cfg = dataclasses.replace(config, readout=readout, base_seed=seed, times=None if own else tuple(times))
-        exp = prepare(cfg, cache=cache, progress=progress)
+        cfg = dataclasses.replace(config, readout=readout, base_seed=seed, times=config.times if own else tuple(times))
+        exp = prepare(cfg, data_root=data_root, cache=cache, progress=progress)
         device = resolve_device(exp.profile.device)
         test = device_test_set(exp.base.splits, device)
         if readout == readouts[0]:
@@ -166,7 +169,7 @@ def t1_intervals(headline: Headline, *, references=("bn", "vera_plus_cross"), n_
     row - ref for each of ``references`` (NaN for the reference itself or where it is missing); ``storage_bytes``.
     All intervals share the bootstrap ``seed`` (common random numbers).
     """
-    settings = dict(n_boot=n_boot, seed=seed)
+    settings = dict(confidence=CONFIDENCE, n_boot=n_boot, seed=seed)
     free_mean = float(headline.free.mean())
     records = []
     for readout in headline.readouts:
@@ -215,6 +218,7 @@ def verdict(headline: Headline, readout: str, time: str, *, label=str, subject: 
         if row not in headline.correct[readout]:
             clauses.append(f"{label(other)}: {intervals.MISSING}")
             continue
-        d = intervals.paired_difference(x, headline.at(readout, row, time), n_boot=n_boot, seed=seed)
+        d = intervals.paired_difference(x, headline.at(readout, row, time), confidence=CONFIDENCE, n_boot=n_boot,
+                                        seed=seed)
         clauses.append(intervals.standing(label(subject), label(other), d))
     return "; ".join(clauses)
