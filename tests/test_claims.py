@@ -97,7 +97,8 @@ def test_claim_rows_name_the_profile_their_chapter_ran_at(tmp_path):
     for claim in CLAIMS:
         expected = chapter_profile("cifar", claim.notebook) if claim.notebook else "-"
         assert rows.loc[claim.id, "profile"] == expected
-    assert rows.loc["C9", "profile"] == "quick" and rows.loc["C5", "profile"] == "cifar"
+    assert rows.loc["C9", "profile"] == "cifar_subset" and rows.loc["C1", "profile"] == "cifar"
+    assert rows.loc["C5", "profile"] == "cifar_subset"
 
 
 # a measurement typed into prose: a number followed by a unit (glued values are {glue:text}`key` roles)
