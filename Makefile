@@ -24,7 +24,7 @@ BOOK_ENV := $(if $(DATA_ROOT),RRAMLIB_DATA_ROOT=$(abspath $(DATA_ROOT))) $(if $(
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,book,cluster]"
+	$(PY) -m pip install --quiet -e ".[dev,book,cluster,text]"
 	$(PY) -m pip install --quiet --no-deps aihwkit-lightning==2.1.0
 	touch $(STAMP)
 

@@ -16,7 +16,8 @@ CONDA_NAMES = {"pytorch": "torch"}
 #: inside the functions that use them, so that ``import rramlib...`` works without the extra
 EXTRA_MODULES = {"dask": "cluster", "distributed": "cluster", "dask_jobqueue": "cluster", "peft": "peft",
                  "seaborn": "book", "nbformat": "book", "papermill": "book", "myst_nb": "book",
-                 "cffconvert": "book", "pybtex": "book", "IPython": "book"}
+                 "cffconvert": "book", "pybtex": "book", "IPython": "book",
+                 "transformers": "text", "tokenizers": "text", "datasets": "download"}
 
 
 def _project() -> dict:
