@@ -9,7 +9,8 @@ from rramlib.methods.compensation import make_method
 from rramlib.study.profiles import PROFILES
 
 VERA_CLAIMS = [c for c in CLAIMS if "VeRA+" in c.claim and c.notebook]
-KEY_MARKS = {"cross-layer": ("vera_cross", "vera_plus_cross"), "per-layer": ("vera_layer", "vera_plus_layer")}
+KEY_MARKS = {"cross-layer": ("vera_cross", "vera_plus_cross", "ratio_cross_"),
+             "per-layer": ("vera_layer", "vera_plus_layer", "ratio_layer_")}
 
 
 @pytest.mark.parametrize("claim", VERA_CLAIMS, ids=lambda c: c.id)

@@ -97,6 +97,19 @@ CLAIMS: list[Claim] = [
           "DoRA abstract (2025)", "08_dora_calibration", "dora_recovered_pct_10y", "%",
           "reading 'restoration' as the share of the drift loss recovered; notebook 08 gives both readings; "
           "online, per chip"),
+    Claim("C3-LM", "BERT-base: storage of the LayerNorm re-fit per drift level (our analogue of BN recalibration "
+          "for a network without BatchNorm) over that of VeRA+ (cross-layer)", "> 1000x (against BN, ResNets)",
+          "VeRA+ abstract (2026)", "14_language_models", "ratio_cross_bert_base_ln_refit", "x",
+          "counted from the architecture (no training), fp32, all levels, A and B in SRAM; BERT has no BatchNorm, so "
+          "the study's BN comparison has no direct counterpart: this is the nearest one we can count",
+          vera="cross-layer"),
+    Claim("C4-LM", "BERT-base: LoRA at VeRA+'s rank needs this many times the storage of VeRA+ (per-layer)",
+          "about 10x", "digest (unverified)", "14_language_models", "ratio_layer_bert_base_lora_vera_rank", "x",
+          "counted from the architecture, every nn.Linear adapted, fp32, all levels", vera="per-layer"),
+    Claim("C6-LM", "BERT-base: VeRA+ (cross-layer) extra compute per inference", "1.9 %", "digest (unverified)",
+          "14_language_models", "macs_pct_bert_base_vera_plus_cross_layer", "%",
+          "MACs of the digital path over those of the network's linear layers, per token of a 128-token sequence "
+          "(attention's activation products not counted)", vera="cross-layer"),
     Claim("C11", "Area and energy overhead of the digital VeRA+ path", "+3.5 % area, +4.5 % energy",
           "digest (unverified)", None, None, "", "needs a circuit model; rramlib has none"),
 ]
