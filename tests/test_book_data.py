@@ -68,7 +68,7 @@ TINY_PAPER = textwrap.dedent('''
     import torchvision.datasets.cifar
 
     from rramlib.nn.train import TrainConfig
-    from rramlib.study import hidden_fold, profiles
+    from rramlib.study import hidden_fold, profiles, text
 
     torchvision.datasets.cifar.check_integrity = lambda path, md5=None: os.path.isfile(path)
     smoke, one_epoch = profiles.PROFILES["smoke"], TrainConfig(epochs=1, lr=0.05, batch_size=64)
@@ -78,6 +78,8 @@ TINY_PAPER = textwrap.dedent('''
         method_params=smoke.method_params, description="the paper profile scaled down for a test")
     hidden_fold.HFN_PROFILES["paper"] = dataclasses.replace(
         hidden_fold.HFN_PROFILES["paper"], arch="hfn_digits", hfn_train=one_epoch, dense_train=one_epoch)
+    text.BOOK_PROFILES["paper"] = "smoke"  # BERT-base comes from the hub, out of reach here (tests/test_text.py
+                                           # loads a hub-layout checkpoint from a local folder instead)
 ''')
 
 #: The notebooks' parameters at their smallest (every name is a parameter of some notebook, valid in each one

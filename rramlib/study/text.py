@@ -164,7 +164,7 @@ TEXT_PROFILES: dict[str, TextProfile] = {
     **{f"paper_{d}_{s}": _paper(d, s) for d in ("sst5", "qqp") for s in ("base", "large")},
 }
 #: The text profile the language-model chapter runs for each book profile (rramlib.study.profiles.PROFILES).
-BOOK_PROFILES = {"smoke": "smoke", "quick": "cpu", "cifar": "cpu", "paper": "paper_sst5_base"}
+BOOK_PROFILES = {"smoke": "smoke", "quick": "cpu", "cifar": "cpu", "cifar_subset": "cpu", "paper": "paper_sst5_base"}
 
 
 def get_text_profile(name: str, **overrides) -> TextProfile:
