@@ -44,13 +44,12 @@ from rramlib.core.torchutil import resolve_device
 from rramlib.nn.data import DatasetSplits, as_tensors
 from rramlib.nn.evaluate import accuracy
 from rramlib.nn.text import ENCODER_SIZES, PRETRAINED, TEXT_MODELS, TextDataConfig, build_text_model, load_text_dataset
+from rramlib.nn.train import PRECISIONS
 from rramlib.study.base_model import BaseModel, device_test_set
 
-__all__ = ["PRECISIONS", "BUCKET_BATCHES", "BERT_FINE_TUNING", "TextTrainConfig", "TextProfile", "TEXT_PROFILES",
+__all__ = ["BUCKET_BATCHES", "BERT_FINE_TUNING", "TextTrainConfig", "TextProfile", "TEXT_PROFILES",
            "BOOK_PROFILES", "get_text_profile", "book_text_profile", "linear_warmup_factor", "length_batches",
            "train_text", "text_model_config", "train_text_model"]
-
-PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
