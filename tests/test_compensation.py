@@ -12,6 +12,7 @@ from rramlib.core.cache import Cache
 from rramlib.methods.compensation import (METHODS, DoRACalibrationConfig, FitContext, LoRAMethodConfig, Method,
                                   VeraPlusMethodConfig, drift_injected_training, make_method)
 from rramlib.methods.compensation.dora_calibration import ADAPTER, dora_values, stratified_pick
+from rramlib.methods.compensation.noise_aware import drift_injectors
 from rramlib.core.errors import RramlibError
 from rramlib.nn.evaluate import accuracy
 from rramlib.study.base_model import train_base_model
@@ -537,3 +538,24 @@ def test_the_old_name_retrain_points_to_offline_correction():
         with pytest.raises(RramlibError, match="'retrain' is now called 'offline_correction'"):
             call()
     assert make_method("offline_correction").name == "offline_correction"
+
+
+@pytest.mark.parametrize("readout", ["raw", "gdc"])
+def test_noise_aware_injects_the_weights_the_deployed_chip_presents(base, readout):
+    """Noise-aware training injects the drift of the chip it is deployed on: from the same generator state and at
+    the same time, its injected weights are AnalogModel.weights_at's, the readout's α = r0 / r_t included."""
+    ctx = context(base, readout=readout)
+    layers = [m for _, m in rram_layers(base.model)]
+    for seed, t in ((EVAL_CHIP_BASE, TIME_GRID["1d"]), (EVAL_CHIP_BASE + 1, T10Y)):
+        injectors = drift_injectors(base.model, ctx, torch.Generator().manual_seed(seed))
+        chip = dict(ctx.analog(seed=seed).weights_at(t))
+        with torch.no_grad():
+            injected = []
+            for injector, module in zip(injectors, layers):
+                injector.time = t
+                injected.append(injector(module.weight))
+        for w, (name, expected) in zip(injected, chip.items()):
+            torch.testing.assert_close(w, expected, rtol=1e-6, atol=1e-7)
+        if readout == "gdc":  # the readout's α did act
+            raw = dict(context(base).analog(seed=seed).weights_at(t))
+            assert not torch.allclose(injected[0], next(iter(raw.values())))

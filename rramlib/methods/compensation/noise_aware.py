@@ -6,7 +6,9 @@ forward pass uses the drifted weights D(W) while the gradient reaches the clean 
 networks (e.g. Joshi et al., Nature Communications 2020). The result is a new set of RRAM
 weights that is programmed once and then drifts like any other; it stores nothing extra
 digitally, but it changes the weights on the chip (no in-field benefit for a chip already
-programmed).
+programmed). On a chip read with global drift compensation (readout ``"gdc"``, :data:`rramlib.device.analog.READOUTS`)
+the injected weights are rescaled by the readout's α = r0 / r_t as the chip will rescale them, so the network learns
+the drift that compensation leaves behind (our choice: train on the readout the chip is deployed with).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from rramlib.device.analog import rram_layers
+from rramlib.device.analog import READOUTS, DriftCompensation, rram_layers
 from rramlib.core.errors import check_int, check_positive
 from rramlib.methods.overhead import Storage
 from rramlib.methods.schedule import log_windows
@@ -27,7 +29,7 @@ from rramlib.core.seeding import check_root_seed
 from rramlib.nn.train import TrainConfig, train
 from rramlib.methods.compensation.base import FitContext, Method, MethodConfig
 
-__all__ = ["NoiseAware", "NoiseAwareConfig"]
+__all__ = ["NoiseAware", "NoiseAwareConfig", "drift_injectors"]
 
 
 @dataclass(frozen=True)
@@ -47,18 +49,38 @@ class NoiseAwareConfig(MethodConfig):
 
 
 class _InjectDrift(nn.Module):
-    """Parametrisation returning the weight as one freshly programmed chip reads it at ``self.time``."""
+    """Parametrisation returning the weight as one freshly programmed chip reads it at ``self.time``: the drifted
+    weight, times the readout's α (``compensation`` with this layer's ``probe``) when the chip compensates."""
 
-    def __init__(self, drift, mapping, generator):
+    def __init__(self, drift, mapping, generator, compensation: DriftCompensation | None = None,
+                 probe: torch.Tensor | None = None):
         super().__init__()
         self.drift, self.mapping, self.generator = drift, mapping, generator
+        self.compensation, self.probe = compensation, probe
         self.time = 0.0
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         g, w_max = self.mapping.to_conductance(w.detach().cpu())
         state = self.drift.program(g, self.generator)
-        drifted = self.mapping.to_weight(self.drift.conductance(state, self.time), w_max).to(w)
-        return w + (drifted - w.detach())
+        drifted = self.mapping.to_weight(self.drift.conductance(state, self.time), w_max)
+        if self.compensation is not None:  # as AnalogModel's readout: r0 right after programming, r_t now
+            r0 = self.compensation.readout(self.mapping.to_weight(self.drift.conductance(state, 0.0), w_max),
+                                           self.probe)
+            drifted = drifted * self.compensation.alpha(r0, drifted, self.probe)
+        return w + (drifted.to(w) - w.detach())
+
+
+def drift_injectors(model: nn.Module, ctx: FitContext, generator: torch.Generator) -> list[_InjectDrift]:
+    """One :class:`_InjectDrift` per RRAM layer of ``model`` (in :func:`~rramlib.device.analog.rram_layers` order),
+    drawing from ``generator`` and reading through ``ctx``'s mapping, device model and readout: called on the
+    layers' weights in that order, they return what :class:`~rramlib.device.analog.AnalogModel` programmed from
+    the same generator state presents (``weights_at``)."""
+    chip = ctx.analog(model)  # the mapping and device model this chip will use
+    layers = [module for _, module in rram_layers(model)]
+    compensation = READOUTS[ctx.readout]
+    probes = (compensation.probes([m.weight.detach().cpu() for m in layers]) if compensation is not None
+              else [None] * len(layers))  # the chip's own probes: drawn from the same seed, layer after layer
+    return [_InjectDrift(chip.drift, chip.mapping, generator, compensation, probe) for probe in probes]
 
 
 class NoiseAware(Method):
@@ -79,13 +101,10 @@ class NoiseAware(Method):
         self.ctx_ = ctx
 
     def train(self, ctx: FitContext) -> None:
-        probe = ctx.analog()  # the mapping and device model this chip will use
         gen = torch.Generator().manual_seed(self.hparams.seed)  # one stream: drift draws in step order
-        injectors = []
-        for _, module in rram_layers(self.model_):
-            injector = _InjectDrift(probe.drift, probe.mapping, gen)
+        injectors = drift_injectors(self.model_, ctx, gen)
+        for (_, module), injector in zip(rram_layers(self.model_), injectors):
             parametrize.register_parametrization(module, "weight", injector)
-            injectors.append(injector)
         window = log_windows(1)
 
         def before_step(model, step):
