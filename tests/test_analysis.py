@@ -253,20 +253,6 @@ def test_stats_at_and_stats_wide_golden():
     assert named["scenario"].tolist() == ["left alone", "vera_plus"]
 
 
-def test_ranking_gaps_and_standing_golden():
-    from rramlib.study.analysis import gaps_pp, ranking, standing
-
-    values = {"bn": 0.9125, "vera_plus_layer": 0.9, "lora": None}
-    assert ranking(values, str.upper) == "BN 0.912; VERA_PLUS_LAYER 0.900"
-    assert ranking({"lora": None}) == "not recorded"
-    gaps = gaps_pp(values, [("bn", "vera_plus_layer"), ("vera_plus_layer", "lora")])
-    assert gaps[("bn", "vera_plus_layer")] == pytest.approx(1.25)
-    assert math.isnan(gaps[("vera_plus_layer", "lora")])
-    assert standing("VeRA+", "BN recalibration", 1.25) == "VeRA+ stays below BN recalibration"
-    assert standing("VeRA+", "BN recalibration", 0.0) == "VeRA+ matches or beats BN recalibration"
-    assert standing("VeRA+", "BN recalibration", float("nan")) == "not recorded"
-
-
 def test_storage_standing_reads_the_pareto_plane():
     import pandas as pd
 

@@ -96,6 +96,28 @@ def test_verdict_clauses_follow_the_intervals(run):
     assert hl.verdict(out, "raw", "10y", subject="vera_plus_cross") == intervals.MISSING
 
 
+def test_sentences_read_back_from_a_t1_table_are_those_of_the_paired_results(run):
+    """A recorded T1 table gives back the retained share and the standing sentences the paired results give:
+    from the reference's own column (none - bn), and turned round from the other's (bn against none)."""
+    out, _ = run
+    t1 = hl.t1_intervals(out, references=("bn", "scale"), n_boot=200)
+    x, bn = out.at("raw", "none", "10y"), out.at("raw", "bn", "10y")
+    d = intervals.paired_difference(x, bn, n_boot=200)
+    assert hl.table_standing(t1, "raw", "10y", "none", "bn", base_seeds=2) == intervals.standing("none", "bn", d)
+    flipped = intervals.paired_difference(bn, x, n_boot=200)
+    back = hl.table_standing(t1, "raw", "10y", "bn", "none", base_seeds=2)
+    assert back == intervals.standing("bn", "none", flipped)
+    row = t1[(t1.method == "bn") & (t1.readout == "raw") & (t1.time == "10y")].iloc[0]
+    assert hl.table_retained(t1, "raw", "10y", "bn") == (f"{row.retained_pct:.1f} % [{row.retained_low:.1f}, "
+                                                         f"{row.retained_high:.1f}]")
+    one = hl.table_standing(t1, "raw", "10y", "none", "bn", base_seeds=1)
+    assert one.endswith("; one base model)")
+    for missing in (hl.table_standing(None, "raw", "10y", "none", "bn", base_seeds=2),
+                    hl.table_standing(t1, "raw", "10y", "none", "lora", base_seeds=2),
+                    hl.table_retained(t1, None, "10y", "bn")):
+        assert missing == intervals.MISSING
+
+
 def test_bad_inputs_are_refused_before_any_work(monkeypatch):
     def no_work(*a, **k):
         raise AssertionError("prepare must not run")

@@ -243,11 +243,28 @@ def test_recorded_inputs_follow_the_record_and_only_for_notebooks_that_show_it(r
 
 # ---------------------------------------------------------------------------------------------- display
 def test_claims_table_puts_the_recorded_number_beside_ours(tmp_path, package):
+    import pandas as pd
+
+    from rramlib.study.claims import SETTINGS_COLUMNS, SETTINGS_TABLE
+
     measured = [c for c in CLAIMS if c.notebook]
-    numbers = {}
+    numbers, tables, expected = {}, {}, {}
     for i, c in enumerate(measured):
-        numbers.setdefault(c.notebook, {}).setdefault(c.key, 0.25 + i)  # two claims may share one number
-    notebooks, results = _build(tmp_path, numbers)
+        values = numbers.setdefault(c.notebook, {})
+        if c.over_settings:  # a maximum over the settings two chapters stored, with their median
+            for j, nb in enumerate((c.notebook, "05_scheduling")):
+                numbers.setdefault(nb, {})
+                rows = [dict(zip(SETTINGS_COLUMNS, (f"setting {j}{k}", "cross", "raw", "p", 4, True, 90.0 + 4 * j + k)))
+                        for k in range(2)]
+                tables.setdefault(nb, {})[SETTINGS_TABLE] = pd.DataFrame(rows)
+            expected[c.id] = "95 % (maximum of 4 settings, at: setting 11, 05_scheduling; median 92.5 %)"
+            continue
+        values.setdefault(c.key, 0.25 + i)  # two claims may share one number
+        expected[c.id] = f"{values[c.key] * c.scale:.4g} {c.unit}".strip()
+        if c.interval:
+            values[f"{c.key}_low"], values[f"{c.key}_high"] = values[c.key] - 0.125, values[c.key] + 0.5
+            expected[c.id] += f" [{values[c.key] - 0.125:.4g}, {values[c.key] + 0.5:.4g}]"
+    notebooks, results = _build(tmp_path, numbers, tables=tables)
     dest = tmp_path / "recorded" / "smoke"
     recorded.record("smoke", results, dest, notebooks_dir=notebooks, base_models=False)
     rec = recorded.load("smoke", dest, package_dir=package, notebooks_dir=notebooks)
@@ -256,10 +273,10 @@ def test_claims_table_puts_the_recorded_number_beside_ours(tmp_path, package):
     t5, _ = claims_table(quick, "quick", rec)
     rows = t5.set_index("id")
     for c in measured:
-        assert rows.loc[c.id, "study scale (smoke)"] == f"{numbers[c.notebook][c.key] * c.scale:.4g} {c.unit}".strip()
+        assert rows.loc[c.id, "study scale (smoke)"] == expected[c.id]
         assert rows.loc[c.id, "ours"] == "not run"
-        assert rows.loc[c.id, "study-scale time of the recording run (s)"] == round(rec.provenance["notebooks"][c.notebook]
-                                                                    ["runtime_s"], 1)
+        assert rows.loc[c.id, "study-scale wall time of the chapter (s)"] == round(rec.provenance["notebooks"][c.notebook]
+                                                                     ["runtime_s"], 1)
     unmeasured = [c.id for c in CLAIMS if not c.notebook]
     assert all(rows.loc[i, "study scale (smoke)"] == "not measurable here" for i in unmeasured)
     _notebook(notebooks / f"{measured[0].notebook}.ipynb", code="changed = True")

@@ -88,22 +88,24 @@ def test_runtime_table_and_claims_table(tmp_path):
     from rramlib.study.claims import CLAIMS, claims_table
     from rramlib.present.report import runtime_table
 
-    c1 = next(c for c in CLAIMS if c.id == "C1")
-    numbers = {c.key: 0.5 for c in CLAIMS if c.notebook == c1.notebook}
-    (tmp_path / f"{c1.notebook}.json").write_text(json.dumps(
-        {"notebook": c1.notebook, "numbers": {**numbers, c1.key: 99.5}, "runtime_s": 12.34, "peak_rss_mb": 321.4}))
-    (tmp_path / "build_times.json").write_text(json.dumps({"jobs": 2, "notebooks": {c1.notebook: {"seconds": 13.0,
+    c2 = next(c for c in CLAIMS if c.id == "C2")  # a number with its interval, in the comparison chapter
+    numbers = {c.key: 0.5 for c in CLAIMS if c.notebook == c2.notebook}
+    (tmp_path / f"{c2.notebook}.json").write_text(json.dumps(
+        {"notebook": c2.notebook, "numbers": {**numbers, c2.key: 99.5, f"{c2.key}_low": 99.0, f"{c2.key}_high": 99.75},
+         "runtime_s": 12.34, "peak_rss_mb": 321.4}))
+    (tmp_path / "build_times.json").write_text(json.dumps({"jobs": 2, "notebooks": {c2.notebook: {"seconds": 13.0,
                                                                                                   "cached": False}}}))
     times = runtime_table(tmp_path)
-    assert times.to_dict("records") == [{"notebook": c1.notebook, "runtime (s)": 12.3, "CPU (s)": None,
+    assert times.to_dict("records") == [{"notebook": c2.notebook, "runtime (s)": 12.3, "CPU (s)": None,
                                          "peak RAM (MiB)": 321, "builder wall (s)": 13.0, "cached": False,
                                          "notebooks at once": 2}]
     t5, ours = claims_table(tmp_path, "quick")
-    assert ours["C1"] == pytest.approx(99.5 * c1.scale)
-    row = t5.set_index("id").loc["C1"]
-    assert row["ours"] == "99.5 %" and row["wall time (s)"] == 12.3
-    assert t5.set_index("id").loc["C3", "ours"] == "not run"
-    (tmp_path / f"{c1.notebook}.json").write_text(json.dumps({"notebook": c1.notebook, "numbers": {},
+    assert ours["C2"] == pytest.approx(99.5 * c2.scale)
+    rows = t5.set_index("id")
+    assert rows.loc["C2", "ours"] == "99.5 % [99, 99.75]" and rows.loc["C2", "wall time (s)"] == 12.3
+    assert rows.loc["C1", "ours"] == "n/a" and "C1" not in ours  # no chapter stored a setting
+    assert rows.loc["C3", "ours"] == "not run"
+    (tmp_path / f"{c2.notebook}.json").write_text(json.dumps({"notebook": c2.notebook, "numbers": {},
                                                                "runtime_s": 1, "peak_rss_mb": 1}))
     with pytest.raises(RramlibError, match="stores no number"):
         claims_table(tmp_path, "quick")

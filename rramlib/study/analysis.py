@@ -20,8 +20,7 @@ from rramlib.core.times import format_time
 __all__ = ["FITTING", "fitting", "combine_sweeps", "to_frame", "accuracy_table", "drift_free_accuracy", "at_time",
            "method_summary", "storage_bytes", "MIN_LOSS_IMAGES", "TOO_SMALL", "recovered_per_chip",
            "drift_loss_images", "recovered_text", "time_table", "time_table_display", "pareto_table", "pareto_front",
-           "with_spread", "switch_jumps", "stats_at", "stats_wide", "ranking", "gaps_pp", "standing",
-           "storage_standing", "chip_accuracy_array"]
+           "with_spread", "switch_jumps", "stats_at", "stats_wide", "storage_standing", "chip_accuracy_array"]
 
 #: How each method gets its correction, by registry name (the method class's ``fitting``): DoRA calibration trains
 #: on every chip in the field (online, per chip); the level-based methods are trained offline, once for all chips.
@@ -322,29 +321,6 @@ def stats_wide(stats: pd.DataFrame, column: str, *, names=None, extra=None,
         row[header.format(what="std", label=r.time_label)] = r.std
         row[header.format(what="% of drift-free", label=r.time_label)] = 100 * r.retained
     return pd.DataFrame(list(rows.values()))
-
-
-def ranking(values, label=str, missing: str = "not recorded") -> str:
-    """``"A 0.912; B 0.897; ..."``: methods by accuracy, best first (``label`` names them; a ``None`` value is
-    left out); ``missing`` when nothing is left."""
-    ranked = sorted(((v, m) for m, v in values.items() if v is not None), reverse=True)
-    return "; ".join(f"{label(m)} {v:.3f}" for v, m in ranked) or missing
-
-
-def gaps_pp(values, pairs) -> dict:
-    """``{(a, b): 100 × (values[a] − values[b])}``, the lead of ``a`` over ``b`` in percentage points, for each
-    pair; NaN where either value is missing (``None``)."""
-    return {(a, b): 100 * (values[a] - values[b]) if values.get(a) is not None and values.get(b) is not None
-            else float("nan") for a, b in pairs}
-
-
-def standing(subject: str, other: str, lead_pp: float, missing: str = "not recorded") -> str:
-    """How ``subject`` stands against ``other``, whose lead over it is ``lead_pp`` (from :func:`gaps_pp`):
-    "<subject> stays below <other>" for a positive lead, else "<subject> matches or beats <other>"; ``missing``
-    for NaN."""
-    if lead_pp != lead_pp:
-        return missing
-    return f"{subject} stays below {other}" if lead_pp > 0 else f"{subject} matches or beats {other}"
 
 
 def storage_standing(pareto: pd.DataFrame | None, method: str, label=str, missing: str = "not recorded") -> str:

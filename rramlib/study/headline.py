@@ -32,7 +32,7 @@ from rramlib.study.base_model import device_test_set
 from rramlib.study.experiments import SweepConfig, correct_predictions, correctness, prepare
 
 __all__ = ["VERA_ROWS", "Headline", "rows_of", "row_config", "run_headline", "t1_intervals", "lead_readout", "verdict",
-           "READOUT_CRITERION", "CONFIDENCE"]
+           "READOUT_CRITERION", "CONFIDENCE", "REFERENCE_COLUMNS", "table_retained", "table_standing"]
 
 #: The confidence level of every interval of the headline (shown in the book, never typed).
 CONFIDENCE = 0.95
@@ -193,7 +193,7 @@ def t1_intervals(headline: Headline, *, references=("bn", "vera_plus_cross"), n_
                        "drift_loss_images_min": int(lost),
                        "storage_bytes": headline.storage_bytes.get(row, float("nan"))}
                 for ref in references:
-                    short = ref.replace("vera_plus_cross", "vera").replace("vera_plus_layer", "vera_layer")
+                    short = REFERENCE_COLUMNS.get(ref, ref)
                     if ref in rows and ref != row:
                         d = intervals.paired_difference(x, headline.at(readout, ref, time), **settings)
                         rec.update({f"d_{short}_mean": d.mean, f"d_{short}_low": d.low, f"d_{short}_high": d.high})
@@ -201,6 +201,48 @@ def t1_intervals(headline: Headline, *, references=("bn", "vera_plus_cross"), n_
                         rec.update({f"d_{short}_{k}": float("nan") for k in ("mean", "low", "high")})
                 records.append(rec)
     return pd.DataFrame.from_records(records)
+
+
+#: The column stem of each reference of :func:`t1_intervals` (``d_<stem>_mean`` ...); any other reference keeps its name.
+REFERENCE_COLUMNS = {"bn": "bn", "vera_plus_cross": "vera", "vera_plus_layer": "vera_layer"}
+
+
+def _rows_at(t1i: pd.DataFrame | None, readout: str | None, time: str) -> dict:
+    if t1i is None or readout is None or not len(t1i):
+        return {}
+    return t1i[(t1i["readout"] == readout) & (t1i["time"] == time)].set_index("method").to_dict("index")
+
+
+def table_retained(t1i: pd.DataFrame | None, readout: str | None, time: str, row: str, *,
+                   missing: str = intervals.MISSING) -> str:
+    """``"97.1 % [96.3, 97.8]"``: the retained share of ``row`` with its interval, read back from a
+    :func:`t1_intervals` table (e.g. a recorded one); ``missing`` where the table lacks it."""
+    r = _rows_at(t1i, readout, time).get(row)
+    if r is None:
+        return missing
+    return f"{r['retained_pct']:.1f} % [{r['retained_low']:.1f}, {r['retained_high']:.1f}]"
+
+
+def table_standing(t1i: pd.DataFrame | None, readout: str | None, time: str, subject: str, other: str, *,
+                   base_seeds: int, label=str, missing: str = intervals.MISSING) -> str:
+    """The :func:`~rramlib.study.intervals.standing` sentence of ``subject`` against ``other``, read back from a
+    :func:`t1_intervals` table (e.g. a recorded one): its paired column ``subject - other`` where ``other`` is a
+    reference of the table, else ``other - subject`` turned round. ``base_seeds``: how many base models the
+    table's intervals span (the sentence says "one base model" for one). ``missing`` where the table lacks both."""
+    rows = _rows_at(t1i, readout, time)
+
+    def interval(row, ref, sign):
+        stem = REFERENCE_COLUMNS.get(ref, ref)
+        r = rows.get(row, {})
+        mean, low, high = (r.get(f"d_{stem}_{k}", float("nan")) for k in ("mean", "low", "high"))
+        if any(v is None or v != v for v in (mean, low, high)):
+            return None
+        low, high = (low, high) if sign > 0 else (-high, -low)
+        return intervals.Interval(sign * mean, low, high, CONFIDENCE, seeds=base_seeds, chips=0, images=0,
+                                  per_seed=(), n_boot=intervals.N_BOOT)
+
+    found = interval(subject, other, 1) or interval(other, subject, -1)
+    return missing if found is None else intervals.standing(label(subject), label(other), found)
 
 
 def verdict(headline: Headline, readout: str, time: str, *, label=str, subject: str = "vera_plus_cross",

@@ -592,16 +592,21 @@ class Recorded:
         """The heading of a column of recorded numbers."""
         return f"study scale ({self.profile}" + (", STALE)" if self.stale() else ")")
 
+    def absent(self) -> str:
+        """What a table shows for a number the record does not hold: ``"this build"``, ``"record unreadable"``,
+        ``"not recorded"`` or ``"not in the record"`` (with STALE where the record is)."""
+        if self.itself:
+            return "this build"
+        if self.unreadable:
+            return "record unreadable"
+        return "not recorded" if not self.exists else "not in the record" + (" (STALE)" if self.stale() else "")
+
     def shown(self, notebook: str, key: str, scale: float = 1.0, unit: str = "") -> str:
         """A recorded number as a table shows it: ``"87.3 %"``, ``"87.3 % (STALE)"``, ``"not recorded"``,
         ``"record unreadable"`` or ``"this build"``."""
         value = self.number(notebook, key)
         if value is None:
-            if self.itself:
-                return "this build"
-            if self.unreadable:
-                return "record unreadable"
-            return "not recorded" if not self.exists else "not in the record" + (" (STALE)" if self.stale() else "")
+            return self.absent()
         if value != value:  # NaN: the recorded profile could not measure it
             return "n/a"
         text = f"{value * scale:.4g} {unit}".strip()
