@@ -124,9 +124,10 @@ class TextProfile(Config):
 #: run_classifier.py). BERT's usual values, not the study's (unknown to us); one point of the grid, no search.
 BERT_FINE_TUNING = TextTrainConfig(epochs=3, lr=2e-5, batch_size=32, warmup_fraction=0.1, weight_decay=0.01,
                                    max_grad_norm=1.0)
-#: The CPU profile's grid: the study's grid without one minute and one week (our choice, for the book's time budget:
-#: every evaluation chip reads all 2,210 test sentences at every time).
-_CPU_TIMES = ("1s", "1h", "1d", "1mo", "1y", "10y")
+#: The CPU profile's grid: the first time of the study's grid and one time per decade of drift that the chapter's
+#: table reads (our choice, for the default book's time budget: every evaluation chip reads all 2,210 test sentences
+#: at every time).
+_CPU_TIMES = ("1s", "1d", "1y", "10y")
 #: Shorter offline training of the methods for the CPU profile (our choice, for the book's time budget: 40 steps
 #: per drift level instead of 300, on two drift levels (the profile's ``levels``), one epoch of noise-aware
 #: fine-tuning instead of 10).
