@@ -87,9 +87,18 @@ def test_parameter_defaults_pass_the_checks(path):
 
 @pytest.mark.parametrize("claim", [c for c in CLAIMS if c.notebook], ids=lambda c: c.id)
 def test_every_claim_key_is_glued_by_its_notebook(claim):
+    from rramlib.study.claims import SETTINGS_CHAPTERS, SETTINGS_COLUMNS
+
+    if claim.over_settings:  # a column of the settings table that every settings chapter stores
+        assert claim.key in SETTINGS_COLUMNS and claim.notebook in SETTINGS_CHAPTERS
+        for stem in SETTINGS_CHAPTERS:
+            cells = _nb(next(p for p in NOTEBOOKS if p.stem == stem))["cells"]
+            assert any("report.table(SETTINGS_TABLE" in "".join(c["source"]) for c in cells), stem
+        return
     path = next(p for p in NOTEBOOKS if p.stem == claim.notebook)
     patterns = glued_keys(_nb(path), path.stem)
-    assert any(p.match(claim.key) for p in patterns), f"{claim.notebook} glues no {claim.key!r}"
+    for key in [claim.key, *([f"{claim.key}_low", f"{claim.key}_high"] if claim.interval else [])]:
+        assert any(p.match(key) for p in patterns), f"{claim.notebook} glues no {key!r}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
