@@ -6,6 +6,7 @@ The smoke book itself is built and opened in a browser by ``tests/test_browser.p
 import json
 import re
 import socket
+import time
 from pathlib import Path
 
 import nbformat
@@ -299,6 +300,60 @@ def test_notebook_rramlib_error_gives_the_cli_message(tmp_path, capsys):
     other = NotebookError("02_x", "ZeroDivisionError", "division by zero", 3, "Traceback\n1/0")
     assert other.exit_code == 1 and "02_x" in other.message and "ZeroDivisionError" in other.message
     assert isinstance(other, BookError)
+
+
+def test_unfinished_runs_ledger_keeps_the_seconds_of_runs_that_stopped(tmp_path):
+    from rramlib.book.execute import UnfinishedRuns
+
+    executed = tmp_path / "03_x.ipynb"
+    with UnfinishedRuns(executed, "k1", heartbeat_s=0.02) as first:
+        assert first.earlier == []
+        time.sleep(0.15)
+        noted = json.loads(executed.with_suffix(".unfinished.json").read_text())
+        assert noted["build_key"] == "k1" and noted["current_s"] >= 0.02  # the heartbeat writes while it runs
+    # the run stopped without finish(): the next run with the same key counts it
+    with UnfinishedRuns(executed, "k1", heartbeat_s=10) as second:
+        assert len(second.earlier) == 1 and 0.15 <= second.earlier[0] < 5
+    with UnfinishedRuns(executed, "k1", heartbeat_s=10) as third:
+        assert len(third.earlier) == 2 and third.earlier_seconds >= 0.15
+        third.finish()
+    assert not executed.with_suffix(".unfinished.json").exists()
+    # another build key, or a ledger that is not JSON, counts nothing
+    with UnfinishedRuns(executed, "k1", heartbeat_s=10):
+        pass
+    with UnfinishedRuns(executed, "k2", heartbeat_s=10) as other:
+        assert other.earlier == []
+    executed.with_suffix(".unfinished.json").write_text('{"build_key": "k2", "earlier_s": [1')
+    with UnfinishedRuns(executed, "k2", heartbeat_s=10) as broken:
+        assert broken.earlier == []
+
+
+def test_execution_after_an_unfinished_one_reports_both(tmp_path):
+    from rramlib.book.builder import _unfinished_note
+
+    path = tmp_path / "01_flaky.ipynb"
+    flag = tmp_path / "ready"
+    nbformat.write(_new_notebook(f"import pathlib\nassert pathlib.Path({str(flag)!r}).exists(), 'not yet'"), path)
+    out = tmp_path / "out" / path.name
+    ledger = out.with_suffix(".unfinished.json")
+    meta = {"build_key": "key-a"}
+    with pytest.raises(NotebookError):
+        execute_notebook(path, out, {"profile": "smoke"}, cache_dir=tmp_path / "cache", metadata=meta)
+    failed = json.loads(ledger.read_text())
+    assert failed["build_key"] == "key-a" and failed["earlier_s"] == [] and failed["current_s"] > 0
+    # an interrupted execution before it (as a killed builder leaves its last note)
+    ledger.write_text(json.dumps({"build_key": "key-a", "earlier_s": [100.0], "current_s": failed["current_s"]}))
+    flag.write_text("")
+    seconds = execute_notebook(path, out, {"profile": "smoke"}, cache_dir=tmp_path / "cache", metadata=meta)
+    rr = _read(out).metadata["rramlib"]
+    assert rr["unfinished_runs"] == 2 and rr["unfinished_seconds"] == pytest.approx(100 + failed["current_s"], abs=1e-3)
+    assert rr["seconds"] == pytest.approx(seconds, abs=1e-3) and seconds > rr["unfinished_seconds"]
+    assert not ledger.exists()
+    assert _unfinished_note(out) == f"  (2 earlier execution(s) unfinished: {rr['unfinished_seconds']:.1f} s of it)"
+    # without a build key nothing is counted or left behind
+    execute_notebook(path, out, {"profile": "smoke"}, cache_dir=tmp_path / "cache")
+    assert _read(out).metadata["rramlib"]["unfinished_runs"] == 0 and not ledger.exists()
+    assert _unfinished_note(out) == ""
 
 
 def test_scan_finds_paths_and_host_name_in_outputs(tmp_path):

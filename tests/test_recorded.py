@@ -441,7 +441,7 @@ def shipped(tmp_path, monkeypatch):
     monkeypatch.setitem(PROFILES, "smoke", dataclasses.replace(PROFILES["smoke"], base_seeds=(0, 1, 2)))
     notebooks, results = _build(tmp_path, {"01_a": {"acc": 0.75}})
     (results / "build_times.json").write_text(json.dumps({"jobs": 1, "kernel_numerics": {"smoke": KERNEL}, "notebooks": {
-        "01_a": {"seconds": 0.1, "cached": True, "executed_seconds": 12.5},
+        "01_a": {"seconds": 0.1, "cached": True, "executed_seconds": 12.5, "unfinished_runs": 2},
         "05_x": {"seconds": 3.0, "cached": False, "executed_seconds": 3.0}}}))
     cache = tmp_path / "cache"
     keys = _fake_models(cache, KERNEL)
@@ -473,12 +473,12 @@ def test_record_ships_every_base_model_with_its_provenance(shipped, tmp_path):
     res = json.loads((results / "01_a.json").read_text())
     assert prov["build"] == {"jobs": 1, "notebooks": {
         "01_a": {"profile": "smoke", "wall_s": 12.5, "cpu_s": res["cpu_s"], "peak_rss_mb": res["peak_rss_mb"],
-                 "cached_in_recording_run": True},
-        "05_x": {"profile": "smoke", "wall_s": 3.0, "cpu_s": None, "peak_rss_mb": None,
+                 "unfinished_runs": 2, "cached_in_recording_run": True},
+        "05_x": {"profile": "smoke", "wall_s": 3.0, "cpu_s": None, "peak_rss_mb": None, "unfinished_runs": 0,
                  "cached_in_recording_run": False}}}
     page = study_scale.record_page(recorded.load("smoke", dest, notebooks_dir=notebooks))
-    assert "| 01_a | smoke | yes | 12.5 |" in page and "| 05_x | smoke | no | 3.0 | n/a | n/a |" in page
-    assert "| all, one after another | | | 16 |" in page
+    assert "| 01_a | smoke | yes | 12.5 | 2 |" in page and "| 05_x | smoke | no | 3.0 | 0 | n/a | n/a |" in page
+    assert "| all, one after another | | | 16 | |" in page and "unfinished executions'" in page
     for seed, key in keys.items():
         # this build has no comparison chapter: the drift-free test accuracy (notebook 03's) reads n/a
         assert f"| {seed} | `{key[:12]}` | 3 | {10 + seed} s | {0.9 + seed / 100:.4f} | n/a | torch " in page

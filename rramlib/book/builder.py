@@ -56,7 +56,11 @@ class NotebookRun:
     seconds: float
     cached: bool
     key: str
+    #: the wall time of the execution that computed the results, earlier unfinished executions of the same build
+    #: key included (:class:`~rramlib.book.execute.UnfinishedRuns`)
     executed_seconds: float | None = None
+    #: how many of those executions did not finish (interrupted, or a cell raised), if the executed copy says
+    unfinished_runs: int = 0
 
 
 @dataclass
@@ -264,7 +268,7 @@ def _execute(plan: list[_Planned], to_run: list[_Planned], jobs: int, pages: Pat
                 prefix = "" if jobs == 1 else item.label
                 try:
                     seconds = future.result()
-                    log(f"{prefix} {seconds:7.1f} s")
+                    log(f"{prefix} {seconds:7.1f} s" + _unfinished_note(item.executed))
                     finish(item, NotebookRun(item.path.stem, seconds, False, item.key, seconds))
                     done.add(item.path.stem)
                 except BookError as exc:
@@ -274,6 +278,16 @@ def _execute(plan: list[_Planned], to_run: list[_Planned], jobs: int, pages: Pat
         executor.shutdown(wait=True, cancel_futures=True)
     if error is not None:
         raise error
+
+
+def _unfinished_note(executed: Path) -> str:
+    """``"  (N earlier execution(s) interrupted: S s of it)"`` when the executed copy counts unfinished runs, else ``""``."""
+    try:
+        meta = json.loads(executed.read_text(encoding="utf-8"))["metadata"]["rramlib"]
+        runs, seconds = int(meta.get("unfinished_runs", 0)), float(meta.get("unfinished_seconds", 0.0))
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f"  ({runs} earlier execution(s) unfinished: {seconds:.1f} s of it)" if runs else ""
 
 
 def _last_seconds(executed: Path, otherwise: float | None = None) -> float:
@@ -315,7 +329,8 @@ def _after(stem: str, notebook, order: list[str]) -> tuple[str, ...]:
 def _write_times(path: Path, profile: str, runs: list[NotebookRun], extra: dict | None = None) -> None:
     payload = {"profile": profile, "rramlib_version": __version__, "notebooks": {
         r.name: {"seconds": round(r.seconds, 3), "cached": r.cached, "executed_seconds":
-                 None if r.executed_seconds is None else round(r.executed_seconds, 3)} for r in runs}}
+                 None if r.executed_seconds is None else round(r.executed_seconds, 3),
+                 "unfinished_runs": r.unfinished_runs} for r in runs}}
     payload.update(extra or {})
     write_if_changed(path, (json.dumps(payload, indent=1) + "\n").encode())
 
@@ -497,6 +512,7 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
             raise BookError(f"notebook {item.path.stem} wrote no results/{item.path.stem}.json: create its report "
                             f"as Report({item.path.stem!r}, params, out_dir) and call report.finish() last")
         executed_nb = nbformat.read(item.executed, as_version=4)
+        run.unfinished_runs = int(executed_nb.metadata.get("rramlib", {}).get("unfinished_runs", 0))
         findings = scan_outputs(executed_nb, allowed=[str(v) for v in extra.values() if isinstance(v, str)])
         if findings:
             raise BookError(f"notebook {item.path.stem} shows machine-specific text in its outputs "

@@ -1,11 +1,13 @@
 """Executing one notebook with papermill, and the build key that decides whether it must run again."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,7 +17,7 @@ from rramlib.core.files import atomic_write, temporary_environ
 from rramlib.book.errors import BookError, NotebookError
 
 __all__ = ["KERNEL_NAME", "KEY_VERSION", "source_files", "build_key", "reads_other_results", "execute_notebook",
-           "cached_seconds"]
+           "cached_seconds", "HEARTBEAT_S", "UnfinishedRuns"]
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 REPO_ROOT = PACKAGE_DIR.parent
@@ -93,6 +95,81 @@ def cached_seconds(executed: Path, key: str, results: Path) -> float | None:
     return meta.get("seconds", 0.0) if meta.get("build_key") == key else None
 
 
+#: Seconds between two notes of how long a running notebook has run (:class:`UnfinishedRuns`): what an
+#: interruption can lose of a notebook's wall time, at most.
+HEARTBEAT_S = 30.0
+
+
+class UnfinishedRuns:
+    """The wall time of a notebook's executions that did not finish, so that the one that finishes reports all the
+    time its results took to compute.
+
+    A study-scale chapter runs for hours, and a session's end, a crash or a failing cell can stop it; its finished
+    work stays in the results cache, so the next execution computes only the rest. The ledger, a JSON file beside
+    the executed notebook (``<name>.unfinished.json``), holds for one build key the seconds of every earlier
+    unfinished execution and of the current one, the latter rewritten every ``heartbeat_s`` seconds while it runs
+    (an interruption loses at most that). A ledger of another build key is discarded (its work was another
+    version's). Use it as a context manager around one execution; :meth:`finish` deletes it once the execution's
+    own record is written.
+    """
+
+    def __init__(self, executed: Path, key: str, heartbeat_s: float = HEARTBEAT_S):
+        self.path = Path(executed).with_suffix(".unfinished.json")
+        self.key, self.heartbeat_s = key, float(heartbeat_s)
+        self.earlier: list[float] = []
+        self._start = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._finished = False
+
+    @property
+    def earlier_seconds(self) -> float:
+        """Wall seconds of the earlier unfinished executions with this key."""
+        return float(sum(self.earlier))
+
+    def _read(self) -> list[float]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if data.get("build_key") != self.key:
+                return []
+            runs = [float(s) for s in data.get("earlier_s", [])]
+            current = float(data.get("current_s", 0.0))
+        except (OSError, ValueError, TypeError, AttributeError):
+            return []  # absent, or half-written by a process that was killed: nothing to add
+        return runs + ([current] if current > 0 else [])
+
+    def _write(self) -> None:
+        atomic_write(self.path, json.dumps({"build_key": self.key, "earlier_s": self.earlier,
+                                            "current_s": round(time.perf_counter() - self._start, 3)}) + "\n")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            self._write()
+
+    def __enter__(self) -> UnfinishedRuns:
+        self.earlier = self._read()
+        self._start = time.perf_counter()
+        self._write()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat {self.path.stem}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        if not self._finished:
+            self._write()  # this execution's seconds: an earlier run for the next one, unless finish() follows
+
+    def finish(self) -> None:
+        """The execution finished and its record holds the earlier runs: forget them (inside or after the
+        ``with`` block)."""
+        self._finished = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()  # no note after the deletion
+        self.path.unlink(missing_ok=True)
+
+
 _STARTUP = """# written by the rramlib book builder: the book's table display in every kernel
 from rramlib.book.display import install
 
@@ -132,7 +209,10 @@ def execute_notebook(source: Path, output: Path, parameters: Mapping[str, object
                      environment: Mapping[str, str] | None = None) -> float:
     """Execute ``source`` with papermill into ``output``; returns the wall seconds.
 
-    The kernel (``python3``) runs in ``cwd`` (default: the output's folder) with the shared results
+    With a ``build_key`` in ``metadata``, the seconds include those of the earlier executions with that key that
+    did not finish (:class:`UnfinishedRuns`): the time the notebook's results took, across interruptions; the
+    executed notebook's ``metadata.rramlib`` says how many there were (``unfinished_runs``) and how long they took
+    (``unfinished_seconds``). The kernel (``python3``) runs in ``cwd`` (default: the output's folder) with the shared results
     cache, this checkout's rramlib and the book's table display (:mod:`rramlib.book.display`).
     ``metadata`` is stored under ``metadata.rramlib`` of the executed notebook; ``environment`` adds variables
     to the kernel's environment. Raises
@@ -149,9 +229,11 @@ def execute_notebook(source: Path, output: Path, parameters: Mapping[str, object
     cache_dir = Path(cache_dir or os.environ.get("RRAMLIB_CACHE") or REPO_ROOT / ".rramlib_cache").resolve()
     name = source.stem
     # MPLBACKEND=Agg in the environment would make every figure vanish from the book
+    key = (metadata or {}).get("build_key")
+    ledger = UnfinishedRuns(output, key) if key else contextlib.nullcontext()
     start = time.perf_counter()
     try:
-        with temporary_environ({**_kernel_env(cache_dir), **(environment or {})}, remove=("MPLBACKEND",)):
+        with ledger, temporary_environ({**_kernel_env(cache_dir), **(environment or {})}, remove=("MPLBACKEND",)):
             papermill.execute_notebook(
                 str(source), str(output), parameters=dict(parameters), kernel_name=KERNEL_NAME,
                 cwd=str(cwd), progress_bar=False, log_output=False, report_mode=False,
@@ -162,13 +244,17 @@ def execute_notebook(source: Path, output: Path, parameters: Mapping[str, object
                             ANSI.sub("", "\n".join(exc.traceback or [])), output) from None
     except Exception as exc:  # kernel died, notebook unreadable, ...
         raise BookError(f"notebook {name} could not be executed: {type(exc).__name__}: {exc}") from None
-    seconds = time.perf_counter() - start
+    earlier = ledger.earlier if key else []
+    seconds = time.perf_counter() - start + sum(earlier)
     nb = nbformat.read(output, as_version=4)
     pm = nb.metadata.get("papermill", {})
     # papermill stores the absolute paths it was given
     inside = source.is_relative_to(REPO_ROOT)
     pm["input_path"] = source.relative_to(REPO_ROOT).as_posix() if inside else source.name
     pm["output_path"] = output.name
-    nb.metadata["rramlib"] = {**(metadata or {}), "seconds": round(seconds, 3)}
+    nb.metadata["rramlib"] = {**(metadata or {}), "seconds": round(seconds, 3), "unfinished_runs": len(earlier),
+                              "unfinished_seconds": round(sum(earlier), 3)}
     atomic_write(output, nbformat.writes(nb))
+    if key:
+        ledger.finish()
     return seconds

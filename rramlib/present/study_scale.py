@@ -202,16 +202,22 @@ def record_page(rec: Recorded) -> str:
         for name, entry in prov["notebooks"].items()}
     lines += ["**Time and memory of the recorded build**, per notebook, in the execution that computed its results"
               + (f" ({build['jobs']} notebook(s) at once)" if build and build.get("jobs") else "") + ":", "",
-              "| notebook | ran at | recorded | wall time (s) | CPU time (s) | peak memory (MiB) |",
-              "|:--|:--|:--|--:|--:|--:|"]
+              "| notebook | ran at | recorded | wall time (s) | of it, unfinished executions | CPU time (s) "
+              "| peak memory (MiB) |",
+              "|:--|:--|:--|--:|--:|--:|--:|"]
     for name, entry in sorted(executions.items()):
         lines.append(f"| {_cell(name)} | {_cell(entry.get('profile', '?'))} "
                      f"| {'yes' if name in prov['notebooks'] else 'no'} | {_number(entry.get('wall_s'), '{:.1f}')} "
+                     f"| {_number(entry.get('unfinished_runs'), '{:d}')} "
                      f"| {_number(entry.get('cpu_s'), '{:.1f}')} | {_number(entry.get('peak_rss_mb'), '{:.0f}')} |")
     walls = [e.get("wall_s") for e in executions.values() if e.get("wall_s") is not None]
     peaks = [e.get("peak_rss_mb") for e in executions.values() if e.get("peak_rss_mb") is not None]
-    lines += [f"| all, one after another | | | {_number(sum(walls) if walls else None, '{:.0f}')} | "
-              f"| {_number(max(peaks) if peaks else None, '{:.0f}')} |", ""]
+    lines += [f"| all, one after another | | | {_number(sum(walls) if walls else None, '{:.0f}')} | | "
+              f"| {_number(max(peaks) if peaks else None, '{:.0f}')} |", "",
+              "A chapter whose execution was interrupted (a session's end, a failing cell) resumed from the results "
+              "cache: its wall time adds the unfinished executions' as far as the builder had noted them when they "
+              "stopped (rramlib.book.execute.UnfinishedRuns); its CPU time and peak memory are the finishing "
+              "execution's.", ""]
     models = prov.get("base_models")
     if models is None:
         lines += ["This record does not describe its base models (it predates their provenance).", ""]

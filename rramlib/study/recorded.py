@@ -410,7 +410,9 @@ def record(profile: str, results_dir: str | os.PathLike, dest: str | os.PathLike
 def _first_executions(profile: str, results_dir: Path, times: Mapping[str, dict], jobs) -> dict:
     """Every notebook of the build (recorded or not) in the execution that computed its results -- which a
     recording run that found it cached did not repeat: the builder's wall time of that execution (kernel start
-    included), and the kernel's CPU time and peak memory from the results file (``Report.finish``)."""
+    included), with that of the earlier executions that did not finish (``unfinished_runs`` of them: a
+    study-scale chapter can span sessions), and the finishing kernel's CPU time and peak memory from the results
+    file (``Report.finish``)."""
     notebooks = {}
     for name, entry in times.items():
         try:
@@ -419,6 +421,7 @@ def _first_executions(profile: str, results_dir: Path, times: Mapping[str, dict]
             res = {}
         notebooks[name] = {"profile": chapter_profile(profile, name), "wall_s": entry.get("executed_seconds"),
                            "cpu_s": res.get("cpu_s"), "peak_rss_mb": res.get("peak_rss_mb"),
+                           "unfinished_runs": entry.get("unfinished_runs", 0),
                            "cached_in_recording_run": bool(entry.get("cached"))}
     return {"jobs": jobs, "notebooks": notebooks}
 
