@@ -190,16 +190,35 @@ def constructed_results():
     return {"D": u < 0.6, "C": c, "E": None, "A": u < 0.85, "B": b}
 
 
-def test_ranking_groups_neighbours_whose_difference_holds_zero():
+def test_ranking_tiers_hold_the_methods_indistinguishable_from_their_leader():
     result = ranking(constructed_results(), n_boot=500)
     assert result.order == ("A", "B", "C", "D")
     assert result.relations == (">", "≈", ">")
     assert result.groups == (("A",), ("B", "C"), ("D",))
     assert result.missing == ("E",)
-    assert str(result) == "A > B ≈ C > D; not recorded: E"
-    assert result.text(label=str.lower) == "a > b ≈ c > d; not recorded: e"
+    assert str(result) == "A > (B ≈ C) > D; not recorded: E"
+    assert result.text(label=str.lower) == "a > (b ≈ c) > d; not recorded: e"
     assert [iv.mean for iv in result.accuracy] == sorted((iv.mean for iv in result.accuracy), reverse=True)
-    assert result.steps[1].mean == pytest.approx(2 / (2 * 3 * 2000))
+    assert result.steps[1].mean == pytest.approx(2 / (2 * 3 * 2000))  # B - C: C is compared with its tier's leader
+    data = constructed_results()
+    assert result.steps[2].mean == pytest.approx(data["B"].mean() - data["D"].mean())  # D with its tier's leader B
+
+
+def test_ranking_compares_with_the_tier_leader_not_the_neighbour():
+    """A chain of small steps (each neighbour pair indistinguishable) must not join the two ends when they differ."""
+    rng = np.random.default_rng(1)
+    results = {name: rng.uniform(size=(1, 5, 4000)) < p for name, p in (("A", 0.80), ("B", 0.794), ("C", 0.788),
+                                                                         ("D", 0.782))}
+    for a, b in zip("ABC", "BCD"):  # every neighbour pair's interval holds zero: a neighbour chain joins them all
+        assert paired_difference(results[a], results[b], n_boot=500).low <= 0
+    assert paired_difference(results["A"], results["D"], n_boot=500).low > 0  # the ends differ
+    tiers = ranking(results, n_boot=500)
+    assert tiers.groups == (("A", "B"), ("C", "D")) and str(tiers) == "(A ≈ B) > (C ≈ D)"
+    for group in tiers.groups:  # every member indistinguishable from its leader, every leader below the last
+        for m in group[1:]:
+            assert paired_difference(results[group[0]], results[m], n_boot=500).low <= 0
+    for before, after in zip(tiers.groups, tiers.groups[1:]):
+        assert paired_difference(results[before[0]], results[after[0]], n_boot=500).low > 0
 
 
 def test_ranking_per_chip_and_missing():

@@ -177,14 +177,18 @@ def standing(subject: str, other: str, interval: Interval | None, *, digits: int
 
 @dataclass(frozen=True)
 class Ranking:
-    """Methods ordered by mean accuracy, best first, with the paired difference of each neighbour pair.
+    """Methods ordered by mean accuracy, best first, in tiers.
 
     ``order``: the recorded methods; ``accuracy``: their accuracy intervals (same order); ``steps[k]``: the paired
-    difference ``order[k] - order[k + 1]``; ``missing``: the methods given without results.
+    difference between the best method of the tier that ``order[k + 1]`` was compared with and ``order[k + 1]``;
+    ``missing``: the methods given without results.
 
-    **Grouping rule.** Between neighbours ``order[k]`` and ``order[k + 1]`` stands ">" when the interval of
-    ``steps[k]`` lies wholly above 0 (``low > 0``), else "≈". A group is a maximal run of neighbours joined by
-    "≈". Only neighbours are compared: "A ≈ B ≈ C" does not say that A and C are indistinguishable.
+    **Tier rule.** The best method leads the first tier. Each next method, in order of mean accuracy, is compared
+    with the current tier's leader: it joins the tier ("≈") when the paired interval of the difference holds 0,
+    else it leads a new tier (">"). So every method of a tier is indistinguishable from its leader at this
+    resolution, and every tier's leader is below the previous tier's leader. Comparing with the leader and not
+    with the neighbour keeps a chain of small steps from joining two methods that differ (A ≈ B and B ≈ C while
+    A > C).
     """
 
     order: tuple[str, ...]
@@ -194,12 +198,12 @@ class Ranking:
 
     @property
     def relations(self) -> tuple[str, ...]:
-        """">" or "≈" between each pair of neighbours (the grouping rule)."""
+        """">" (leads a new tier) or "≈" (joins the tier) for each method after the first (the tier rule)."""
         return tuple(">" if step.low > 0 else "≈" for step in self.steps)
 
     @property
     def groups(self) -> tuple[tuple[str, ...], ...]:
-        """The methods in maximal runs joined by "≈", best group first."""
+        """The tiers, best first, each led by its best method."""
         groups = [[m] for m in self.order[:1]]
         for relation, m in zip(self.relations, self.order[1:]):
             if relation == "≈":
@@ -209,11 +213,12 @@ class Ranking:
         return tuple(tuple(g) for g in groups)
 
     def text(self, label: Callable[[str], str] = str, missing: str = MISSING) -> str:
-        """``"A > B ≈ C; not recorded: D"`` (``label`` names the methods); ``missing`` alone where no method
-        was recorded."""
+        """``"(A ≈ B) > C; not recorded: D"``: the tiers, a tier of several in parentheses (``label`` names the
+        methods); ``missing`` alone where no method was recorded."""
         if not self.order:
             return missing
-        line = label(self.order[0]) + "".join(f" {r} {label(m)}" for r, m in zip(self.relations, self.order[1:]))
+        tiers = [" ≈ ".join(label(m) for m in g) for g in self.groups]
+        line = " > ".join(f"({t})" if len(g) > 1 else t for t, g in zip(tiers, self.groups))
         return line + (f"; {missing}: {', '.join(label(m) for m in self.missing)}" if self.missing else "")
 
     def __str__(self) -> str:
@@ -223,13 +228,13 @@ class Ranking:
 def ranking(results: Mapping[str, object], *, per_chip: bool = False, confidence: float = 0.95,
             n_boot: int = N_BOOT, seed: int = 0) -> Ranking:
     """Rank the methods of ``results`` (name -> paired results, or None where not recorded) by mean accuracy,
-    best first (equal means keep the order given), and compare each with the next by :func:`paired_difference`
-    (the grouping rule of :class:`Ranking`).
+    best first (equal means keep the order given), in tiers: each method is compared with its tier's leader by
+    :func:`paired_difference` (the tier rule of :class:`Ranking`).
 
     Results are bool ``(seeds, chips, images)`` arrays, or with ``per_chip`` accuracies ``(seeds, chips)``
     (:func:`chip_accuracy_interval`, :func:`paired_chip_difference`); all must have one shape. Every interval uses
     the same ``seed`` (common random numbers across comparisons). Cost: one bootstrap per method and one per
-    neighbour pair.
+    method after the first.
     """
     if not isinstance(results, Mapping):
         raise RramlibError(f"ranking: results must map method names to results, got {type(results).__name__}")
@@ -244,8 +249,13 @@ def ranking(results: Mapping[str, object], *, per_chip: bool = False, confidence
     settings = dict(confidence=confidence, n_boot=n_boot, seed=seed)
     intervals = {m: accuracy(r, **settings) for m, r in present.items()}
     order = sorted(present, key=lambda m: -intervals[m].mean)
-    steps = tuple(difference(present[m], present[n], **settings) for m, n in zip(order, order[1:]))
-    return Ranking(order=tuple(order), accuracy=tuple(intervals[m] for m in order), steps=steps,
+    steps, leader = [], order[0] if order else None
+    for m in order[1:]:
+        step = difference(present[leader], present[m], **settings)
+        steps.append(step)
+        if step.low > 0:  # below the leader: m leads the next tier
+            leader = m
+    return Ranking(order=tuple(order), accuracy=tuple(intervals[m] for m in order), steps=tuple(steps),
                    missing=tuple(m for m, r in results.items() if r is None))
 
 
