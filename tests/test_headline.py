@@ -6,11 +6,15 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
+from rramlib.core.cache import Cache
 from rramlib.core.errors import RramlibError
 from rramlib.study import headline as hl
 from rramlib.study import intervals
-from rramlib.study.experiments import SweepConfig, chip_correct, prepare
+from rramlib.core.times import parse_time
+from rramlib.study.base_model import device_test_set
+from rramlib.study.experiments import SweepConfig, chip_correct, correct_predictions, prepare
 
 #: Two base seeds of the smoke profile, a short BN, the smoke time grid (1s, 1d, 10y).
 CONFIG = SweepConfig(profile="smoke", preset="ibm_cmo_reram", profile_overrides={"base_seeds": (0, 1)},
@@ -56,6 +60,23 @@ def test_the_configurations_own_seed_shares_the_comparison_sweeps_cache_entries(
         whole = chip_correct(exp, CONFIG, method, chip, cache)
         assert np.array_equal(out.correct["raw"]["bn"][0, c], whole[[grid.index("1d"), grid.index("10y")]])
     assert cache.hits == hits + len(out.chips)  # read back, not evaluated again
+
+
+def test_comparison_fits_are_the_headlines_fits_read_back(run):
+    out, cache = run
+    misses = cache.misses
+    fits = hl.comparison_fits(CONFIG, METHODS, cache=cache)
+    assert cache.misses == misses  # nothing trained or fitted again
+    assert sorted(fits) == [0, 1] and all(tuple(f[1]) == hl.rows_of(METHODS) for f in fits.values())
+    exp = prepare(dataclasses.replace(CONFIG, base_seed=1), cache=cache)
+    model, methods = fits[1]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), exp.base.model.state_dict().values()))
+    t = parse_time("10y")
+    for c, chip in enumerate(out.chips):  # base seed 1's BN, read on each chip at ten years, as the headline read it
+        got = correct_predictions(methods["bn"].at(chip, t), device_test_set(exp.base.splits, "cpu"))
+        assert np.array_equal(got, out.correct["raw"]["bn"][1, c, 1])
+    with pytest.raises(RramlibError, match="base_seed"):  # every seed checked before seed 0 is loaded
+        hl.comparison_fits(CONFIG, METHODS, base_seeds=(0, -1), cache=Cache(None))
 
 
 def test_t1_intervals_are_computed_from_the_paired_results(run):

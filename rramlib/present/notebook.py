@@ -43,7 +43,7 @@ from rramlib.study.base_model import train_base_model
 from rramlib.study.experiments import SweepConfig, prepare, run_sweep
 from rramlib.study.hidden_fold import train_pair
 from rramlib.study.profiles import PROFILES, get_profile
-from rramlib.study.headline import run_headline
+from rramlib.study.headline import comparison_fits, run_headline
 from rramlib.study.tuning import SEARCH_MOVES, greedy_schedule, run_search, tuned_method_params
 
 __all__ = ["PARAMETERS", "Notebook", "as_list", "start"]
@@ -342,6 +342,11 @@ class Notebook:
         this notebook's data folder and cache."""
         return run_headline(config, methods, readouts=readouts, times=times, data_root=self.data_root(),
                             cache=self.cache)
+
+    def comparison_fits(self, config, methods) -> dict:
+        """:func:`~rramlib.study.headline.comparison_fits` (every comparison row fitted on every base seed, the
+        cache entries of :meth:`headline`) with this notebook's data folder and cache."""
+        return comparison_fits(config, methods, data_root=self.data_root(), cache=self.cache)
 
     def train_pair(self):
         """The Hidden-Fold Network and dense network of this notebook's profile

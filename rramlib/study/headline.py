@@ -31,7 +31,7 @@ from rramlib.core.torchutil import resolve_device
 from rramlib.study.base_model import device_test_set
 from rramlib.study.experiments import SweepConfig, correct_predictions, correctness, prepare
 
-__all__ = ["VERA_ROWS", "Headline", "rows_of", "row_config", "run_headline", "t1_intervals", "lead_readout", "verdict",
+__all__ = ["VERA_ROWS", "Headline", "rows_of", "row_config", "comparison_fits", "run_headline", "t1_intervals", "lead_readout", "verdict",
            "READOUT_CRITERION", "CONFIDENCE", "REFERENCE_COLUMNS", "table_retained", "table_standing"]
 
 #: The confidence level of every interval of the headline (shown in the book, never typed).
@@ -61,6 +61,25 @@ def row_config(config: SweepConfig, row: str) -> tuple[SweepConfig, str]:
                                                          "sharing": VERA_ROWS[row]}}
         return dataclasses.replace(config, methods=("vera_plus",), method_params=params), "vera_plus"
     return dataclasses.replace(config, methods=(row,)), row
+
+
+def comparison_fits(config: SweepConfig, methods, *, base_seeds=None, data_root: str | None = None,
+                    cache: Cache | None = None) -> dict[int, tuple]:
+    """``{base seed: (software model, {row: fitted method})}``: every comparison row of ``methods`` (:func:`rows_of`)
+    fitted on every base seed (default: the profile's) at ``config``'s readout and hyper-parameters -- the fits
+    :func:`run_headline` makes, read back from the same cache entries. Every base seed is checked before any
+    training or fitting."""
+    cache = cache or Cache(None)
+    rows = rows_of(methods)
+    profile = config.resolved_profile()
+    configs = {s: dataclasses.replace(config, base_seed=s)
+               for s in (profile.base_seeds if base_seeds is None else base_seeds)}
+    out = {}
+    for seed, cfg in configs.items():
+        exp = prepare(cfg, data_root=data_root, cache=cache)
+        out[seed] = (exp.base.model, {row: exp.fit(name, row_cfg, cache)
+                                      for row in rows for row_cfg, name in (row_config(cfg, row),)})
+    return out
 
 
 @dataclass
