@@ -196,8 +196,8 @@ def test_ranking_tiers_hold_the_methods_indistinguishable_from_their_leader():
     assert result.relations == (">", "≈", ">")
     assert result.groups == (("A",), ("B", "C"), ("D",))
     assert result.missing == ("E",)
-    assert str(result) == "A > (B ≈ C) > D; not recorded: E"
-    assert result.text(label=str.lower) == "a > (b ≈ c) > d; not recorded: e"
+    assert str(result) == "A > [B ≈ C] > D; not recorded: E"
+    assert result.text(label=str.lower) == "a > [b ≈ c] > d; not recorded: e"
     assert [iv.mean for iv in result.accuracy] == sorted((iv.mean for iv in result.accuracy), reverse=True)
     assert result.steps[1].mean == pytest.approx(2 / (2 * 3 * 2000))  # B - C: C is compared with its tier's leader
     data = constructed_results()
@@ -213,7 +213,7 @@ def test_ranking_compares_with_the_tier_leader_not_the_neighbour():
         assert paired_difference(results[a], results[b], n_boot=500).low <= 0
     assert paired_difference(results["A"], results["D"], n_boot=500).low > 0  # the ends differ
     tiers = ranking(results, n_boot=500)
-    assert tiers.groups == (("A", "B"), ("C", "D")) and str(tiers) == "(A ≈ B) > (C ≈ D)"
+    assert tiers.groups == (("A", "B"), ("C", "D")) and str(tiers) == "[A ≈ B] > [C ≈ D]"
     for group in tiers.groups:  # every member indistinguishable from its leader, every leader below the last
         for m in group[1:]:
             assert paired_difference(results[group[0]], results[m], n_boot=500).low <= 0

@@ -213,12 +213,12 @@ class Ranking:
         return tuple(tuple(g) for g in groups)
 
     def text(self, label: Callable[[str], str] = str, missing: str = MISSING) -> str:
-        """``"(A ≈ B) > C; not recorded: D"``: the tiers, a tier of several in parentheses (``label`` names the
-        methods); ``missing`` alone where no method was recorded."""
+        """``"[A ≈ B] > C; not recorded: D"``: the tiers, a tier of several in square brackets (method labels have
+        parentheses of their own; ``label`` names the methods); ``missing`` alone where no method was recorded."""
         if not self.order:
             return missing
         tiers = [" ≈ ".join(label(m) for m in g) for g in self.groups]
-        line = " > ".join(f"({t})" if len(g) > 1 else t for t, g in zip(tiers, self.groups))
+        line = " > ".join(f"[{t}]" if len(g) > 1 else t for t, g in zip(tiers, self.groups))
         return line + (f"; {missing}: {', '.join(label(m) for m in self.missing)}" if self.missing else "")
 
     def __str__(self) -> str:
