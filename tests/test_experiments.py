@@ -139,6 +139,19 @@ def test_one_evaluation_gives_per_image_correctness_and_the_accuracies(exp, tmp_
     assert not correct.all()  # the drifted chip gets some images wrong
 
 
+def test_profiles_sharing_a_base_model_keep_their_own_test_splits(exp, tmp_path):
+    """Two profiles that share the base model and its fits but not the test split (as ``cifar`` and
+    ``cifar_subset`` do) never read each other's per-image results: in one cache, each gets its own images."""
+    method, seed, cache = exp.fit("none", CONFIG), CONFIG.chip_seeds()[0], Cache(tmp_path)
+    n = len(exp.base.splits.test)
+    subset = experiments.prepare(dataclasses.replace(CONFIG, profile_overrides={"n_test": n // 3}), cache=Cache(None))
+    assert subset.fit_key == exp.fit_key and len(subset.base.splits.test) == n // 3
+    small = chip_correct(subset, CONFIG, method, seed, cache)
+    whole = chip_correct(exp, CONFIG, method, seed, cache)
+    assert small.shape[1] == n // 3 and whole.shape[1] == n and cache.misses == 2
+    assert np.array_equal(correctness(exp, CONFIG, method, [seed], cache)[0], whole)
+
+
 def test_correctness_stacks_the_chips(exp, tmp_path):
     method, chips, cache = exp.fit("none", CONFIG), CONFIG.chip_seeds(), Cache(tmp_path)
     every = correctness(exp, CONFIG, method, chips, cache)

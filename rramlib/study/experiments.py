@@ -166,13 +166,16 @@ def chip_correct(exp: "Experiment", config: SweepConfig, method: Method, seed: i
     """Which test images evaluation chip ``seed`` classifies correctly under the fitted ``method`` at each of the
     profile's times: bools shaped (times, test images), in the test split's order.
 
-    Cached per (fit, method, times, chip, crossbar), bit-packed (``np.packbits`` per time): the unit of work a sweep
-    runs in-process or as one cluster task (:mod:`rramlib.study.cluster`). ``test``: the test tensors on the
-    device, if already at hand.
+    Cached per (fit, method, times, chip, crossbar, test split), bit-packed (``np.packbits`` per time): the unit of
+    work a sweep runs in-process or as one cluster task (:mod:`rramlib.study.cluster`). The test split is named by
+    the profile's ``n_test`` (with the data and its seed, which the base model's key holds, it fixes the images):
+    profiles that share a base model and its fits, such as ``cifar`` and ``cifar_subset``, read different test
+    images. ``test``: the test tensors on the device, if already at hand.
     """
     device = resolve_device(exp.profile.device)
     times = [parse_time(t) for t in exp.profile.times]
-    key = {**exp.fit_key, **method.config(), "times": times, "chip_seed": seed, **config.crossbar_key()}
+    key = {**exp.fit_key, **method.config(), "times": times, "chip_seed": seed, "n_test": exp.profile.n_test,
+           **config.crossbar_key()}
 
     def compute() -> dict:
         data = test if test is not None else device_test_set(exp.base.splits, device)
