@@ -170,11 +170,13 @@ def chip_correct(exp: "Experiment", config: SweepConfig, method: Method, seed: i
     work a sweep runs in-process or as one cluster task (:mod:`rramlib.study.cluster`). The test split is named by
     the profile's ``n_test`` (with the data and its seed, which the base model's key holds, it fixes the images):
     profiles that share a base model and its fits, such as ``cifar`` and ``cifar_subset``, read different test
-    images (a profile without ``n_test``, e.g. a text profile, reads its whole test split: None). ``test``: the test tensors on the device, if already at hand.
+    images (a profile without ``n_test``, e.g. a text profile, reads its whole test split: None). ``test``: the
+    test tensors on the device, if already at hand.
     """
     device = resolve_device(exp.profile.device)
     times = [parse_time(t) for t in exp.profile.times]
-    key = {**exp.fit_key, **method.config(), "times": times, "chip_seed": seed, "n_test": getattr(exp.profile, "n_test", None),
+    n_test = getattr(exp.profile, "n_test", None)
+    key = {**exp.fit_key, **method.config(), "times": times, "chip_seed": seed, "n_test": n_test,
            **config.crossbar_key()}
 
     def compute() -> dict:
