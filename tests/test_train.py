@@ -254,9 +254,13 @@ def test_interrupted_training_resumes_to_bit_identical_weights(digits, tmp_path,
     per_epoch = math.ceil(len(digits.train if data == "splits" else source) / cfg.batch_size)
     assert steps[0] == (stop_at // per_epoch) * per_epoch  # the unfinished epoch runs again, from its start
     assert _same(resumed, reference)
+    timed = history.pop("epoch_seconds")
+    assert len(timed) == 3 and all(t > 0 for t in timed) and len(expected.pop("epoch_seconds")) == 3
     assert history == expected and len(history["val_accuracy"]) == (3 if data == "splits" else 0)
     again = _cnn()  # a finished checkpoint: nothing left to train
-    assert train(again, source, cfg, before_step=_noisy(0), progress=False, checkpoint=ckpt) == expected
+    finished = train(again, source, cfg, before_step=_noisy(0), progress=False, checkpoint=ckpt)
+    assert finished.pop("epoch_seconds") == timed  # the wall times of every call, read back from the checkpoint
+    assert finished == expected
     assert _same(again, reference)
 
 
@@ -313,6 +317,8 @@ def test_base_model_resumes_from_its_cache_checkpoint_and_deletes_it(tmp_path, m
     base = train_base_model(profile, cache=cache, progress=False)
     assert _same(base.model, reference.model) and base.accuracy == reference.accuracy
     assert base.history["train_loss"] == reference.history["train_loss"]
+    seconds = base.history["epoch_seconds"]  # the first epoch's from the interrupted call
+    assert len(seconds) == 2 and base.history["wall_seconds"] == sum(seconds) > 0
     assert [p.name for p in (tmp_path / "model").iterdir()] == [cache.path("model", key).name]  # checkpoint gone
     assert checkpoint_path(Cache(None), key) is None
 

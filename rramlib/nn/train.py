@@ -12,7 +12,9 @@ DistributedDataParallel (:func:`rramlib.nn.ddp.train_ddp`, which brings its own 
 Resuming: given a ``checkpoint`` path, the loop writes the whole training state there after every finished
 epoch (model, optimizer, learning-rate schedule, batch-order generator, torch's RNG states, epoch, history),
 atomically and with a SHA-256 checksum, and a later call with the same path continues after the last finished
-epoch; the weights it ends with are bit-identical to an uninterrupted run's. A checkpoint that fails its
+epoch; the weights it ends with are bit-identical to an uninterrupted run's. The history's ``epoch_seconds``
+(the wall time of every finished epoch, validation included) travels in the checkpoint, so its sum is the
+training's wall time over all calls. A checkpoint that fails its
 checksum or was written for another configuration is ignored with a warning. Deleting it once the result is
 stored is the caller's job (:func:`rramlib.study.base_model.train_base_model` does).
 
@@ -36,6 +38,7 @@ import contextlib
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar, Iterator
@@ -239,7 +242,7 @@ def fit(
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    history: dict[str, list[float]] = {"train_loss": [], "val_accuracy": []}
+    history: dict[str, list[float]] = {"train_loss": [], "val_accuracy": [], "epoch_seconds": []}
     try:
         net = batches.wrap(model)
         optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
@@ -271,6 +274,7 @@ def fit(
             bar = tqdm(range(start, cfg.epochs), desc=batches.desc, disable=not progress or not batches.leader,
                        leave=False)
             for epoch in bar:
+                began = time.perf_counter()
                 if hasattr(batches.train_ds, "set_epoch"):
                     batches.train_ds.set_epoch(epoch, seed=cfg.seed)
                 net.train()
@@ -299,6 +303,7 @@ def fit(
                     bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}")
                 if not math.isfinite(history["train_loss"][-1]):
                     raise RramlibError(f"training diverged at epoch {epoch} (loss {history['train_loss'][-1]}); lower lr")
+                history["epoch_seconds"].append(time.perf_counter() - began)
                 if path is not None:
                     rng = batches.gather(_rng_state(device))
                     if batches.leader:
@@ -325,7 +330,8 @@ def train(
     num_workers: int = 0,
     checkpoint: str | os.PathLike | None = None,
 ) -> dict:
-    """Train ``model`` in place; return ``{"train_loss": [...], "val_accuracy": [...]}`` per epoch.
+    """Train ``model`` in place; return ``{"train_loss": [...], "val_accuracy": [...], "epoch_seconds": [...]}`` per
+    epoch.
 
     ``splits_or_train_ds`` is a :class:`~rramlib.nn.data.DatasetSplits` (train on ``.train``, report
     accuracy on ``.val`` after each epoch) or a training ``Dataset`` alone (``val_accuracy`` stays
