@@ -540,6 +540,35 @@ def test_restore_copies_the_base_models_the_build_will_read(shipped, tmp_path):
     assert recorded.restore_models("smoke", target, tmp_path / "no-record") == recorded.Restored([], [])
 
 
+def test_restore_copies_a_shipped_training_checkpoint_only_where_the_cache_has_nothing_of_it(shipped, tmp_path):
+    notebooks, results, dest, cache, keys = shipped
+    (dest / "cache" / "model" / "unfinished.ckpt").write_bytes(b"epoch 40")
+    (dest / "cache" / "model" / f"{keys[0]}.ckpt").write_bytes(b"epoch 2")  # its finished model is shipped too
+    target = tmp_path / "fresh"
+    restored = recorded.restore_models("smoke", target, dest, environment=KERNEL)
+    assert sorted(p.name for p in restored.copied) == sorted([*(f"{k}.pt" for k in keys.values()), "unfinished.ckpt"])
+    assert (target / "model" / "unfinished.ckpt").read_bytes() == b"epoch 40"
+    assert not (target / "model" / f"{keys[0]}.ckpt").exists()
+    (target / "model" / "unfinished.ckpt").write_bytes(b"epoch 41")  # this machine trained on
+    assert recorded.restore_models("smoke", target, dest, environment=KERNEL).copied == []
+    assert (target / "model" / "unfinished.ckpt").read_bytes() == b"epoch 41"  # never replaced
+
+
+def test_the_record_says_whether_a_training_wall_time_covers_every_call(shipped, tmp_path):
+    from rramlib.core.cache import Cache
+
+    notebooks, results, dest, cache, keys = shipped
+    page = lambda: study_scale.record_page(recorded.load("smoke", dest, notebooks_dir=notebooks))  # noqa: E731
+    assert "the last call's time, not the whole training's" in page()
+    for seed, key in keys.items():  # trained since the history keeps every epoch's wall time
+        entry = Cache(cache).load("model", key)
+        Cache(cache).save("model", key, {**entry, "history": {**entry["history"], "epoch_seconds": [3.0, 4.0, 5.0]}})
+    recorded.record("smoke", results, dest, notebooks_dir=notebooks, cache_dir=cache)
+    prov = json.loads((dest / recorded.PROVENANCE).read_text())
+    assert [m["wall_s_all_calls"] for m in prov["base_models"]] == [True, True, True]
+    assert "sums the wall times of every epoch, over every call" in page() and "last call" not in page()
+
+
 def test_restore_says_in_one_line_why_a_shipped_model_would_not_be_read(shipped, tmp_path, monkeypatch, package):
     from rramlib.core.cache import Cache
 
@@ -610,8 +639,9 @@ def test_the_static_pages_include_the_study_scale_pages():
 
 def test_the_shipped_base_models_load_into_the_records_network():
     """recorded/cifar ships its trained ResNet-20s under model keys (kind "model"): each loads into ResNet-20 (every
-    tensor, every shape) with its recorded number of epochs, and the provenance describes every one of them, one
-    per base seed of the profile (a record older than that description: the profile's epochs)."""
+    tensor, every shape) with its recorded number of epochs, and the provenance describes one per base seed of
+    the profile (a record older than that description: the profile's epochs). A model it does not describe was
+    trained since, for the next record, with the study-scale profile's epochs."""
     import torch
 
     from rramlib.core.cache import Cache
@@ -621,7 +651,7 @@ def test_the_shipped_base_models_load_into_the_records_network():
     folder = recorded.RECORDED_DIR / recorded.STUDY_PROFILE / recorded.SHIPPED_CACHE
     entries = sorted((folder / "model").glob("*.pt"))
     described = {m["file"]: m for m in rec.provenance.get("base_models", [])}
-    assert entries and (not described or set(described) == {f"cache/model/{e.name}" for e in entries})
+    assert entries and set(described) <= {f"cache/model/{e.name}" for e in entries}
     if described:
         assert sorted(m["base_seed"] for m in described.values()) == rec.provenance["profile_config"]["base_seeds"]
     for entry in entries:
@@ -630,7 +660,9 @@ def test_the_shipped_base_models_load_into_the_records_network():
         model.load_state_dict(state["state_dict"])  # strict
         assert all(torch.isfinite(v.float()).all() for v in state["state_dict"].values())
         m = described.get(f"cache/model/{entry.name}")
-        epochs = m["epochs"] if m else rec.provenance["profile_config"]["train"]["epochs"]
+        # a model not described: trained since the record, for the next one (restored unchecked), at today's profile
+        epochs = m["epochs"] if m else (rec.provenance["profile_config"]["train"]["epochs"] if not described else
+                                        recorded.profile_config(recorded.STUDY_PROFILE)["train"]["epochs"])
         assert len(state["history"]["train_loss"]) == epochs
 
 

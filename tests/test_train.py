@@ -54,6 +54,7 @@ def test_same_seed_gives_bit_identical_weights(digits):
     train(c, digits, TrainConfig(epochs=1, seed=1), progress=False)
     sa, sb, sc = _state(a), _state(b), _state(c)
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert len(ha.pop("epoch_seconds")) == len(hb.pop("epoch_seconds")) == 1  # wall times: they differ between runs
     assert ha == hb
     assert any(not torch.equal(sa[k], sc[k]) for k in sa if sa[k].is_floating_point())
 
@@ -322,6 +323,33 @@ def test_base_model_resumes_from_its_cache_checkpoint_and_deletes_it(tmp_path, m
     assert [p.name for p in (tmp_path / "model").iterdir()] == [cache.path("model", key).name]  # checkpoint gone
     assert checkpoint_path(Cache(None), key) is None
 
+
+def test_a_shipped_training_checkpoint_resumes_on_another_machine(tmp_path, monkeypatch):
+    """A base model whose training stopped can travel with a record as its checkpoint: restored into a fresh cache,
+    the training continues after its last finished epoch and ends with an uninterrupted run's weights."""
+    from rramlib.study import recorded
+
+    profile = get_profile("smoke", train=dataclasses.replace(get_profile("smoke").train, epochs=2))
+    reference = train_base_model(profile, cache=Cache(None), progress=False)
+    first = Cache(tmp_path / "first-machine")
+    with monkeypatch.context() as m:
+        _interrupt_after_epoch(m, 1)
+        with pytest.raises(_Interrupt):
+            train_base_model(profile, cache=first, progress=False)
+    key = model_key(profile, reference.splits)
+    shipped = tmp_path / "recorded" / "smoke" / recorded.SHIPPED_CACHE / "model"
+    shipped.mkdir(parents=True)
+    checkpoint_path(first, key).rename(shipped / f"{key}.ckpt")
+    second = Cache(tmp_path / "second-machine")
+    restored = recorded.restore_models("smoke", second.root, tmp_path / "recorded" / "smoke")
+    assert restored.copied == [checkpoint_path(second, key)]
+    steps = []
+    real = train_module.fit
+    monkeypatch.setattr(train_module, "fit", lambda *a, **k: real(*a, **{**k, "before_step": lambda m, s: steps.append(s)}))
+    base = train_base_model(profile, cache=second, progress=False)
+    per_epoch = len(steps)  # one epoch was left
+    assert steps[0] == per_epoch and _same(base.model, reference.model)
+    assert len(base.history["epoch_seconds"]) == 2 and not checkpoint_path(second, key).exists()
 
 # ------------------------------------------------------------------------------------------------ precision
 def test_bf16_autocasts_forward_and_keeps_fp32_weights(digits):

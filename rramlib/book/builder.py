@@ -491,7 +491,8 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
     restored = recorded.restore_models(profile, cache_dir, environment=numeric_environment(profile))
     if restored.copied:
         entries = "1 entry" if len(restored.copied) == 1 else f"{len(restored.copied)} entries"
-        log(f"results cache: {entries} shipped with recorded/{profile}/ copied in (the record's trained base models)")
+        log(f"results cache: {entries} shipped with recorded/{profile}/ copied in (the record's trained base "
+            f"models, or the training checkpoints of unfinished ones)")
     for note in restored.notes:
         log(f"note: {note}")
     result = BuildResult(profile=profile, out=out, jobs=jobs)

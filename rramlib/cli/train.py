@@ -8,13 +8,15 @@ otherwise with :func:`rramlib.study.base_model.train_base_model`. Both start the
 store the model under the same key (:func:`rramlib.study.base_model.model_key`), so sweeps and notebooks of the
 profile read it from the cache. Both write a checkpoint after every epoch
 (:func:`rramlib.study.base_model.checkpoint_path`): run the same command again after an interruption and the
-training continues after the last finished epoch.
+training continues after the last finished epoch. Before training, the command copies into the cache what the
+profile's record ships (:func:`restore_shipped`): a fresh checkout trains only the base models it lacks.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import os
+import sys
 
 import torch
 
@@ -23,6 +25,7 @@ from rramlib.core.config import add_config_option
 from rramlib.core.errors import check_int
 from rramlib.core.torchutil import resolve_device
 from rramlib.nn.train import TrainConfig
+from rramlib.study import recorded
 from rramlib.study.base_model import checkpoint_path, model_key, train_base_model
 from rramlib.study.experiments import SweepConfig
 from rramlib.study.profiles import Profile, get_profile
@@ -30,7 +33,7 @@ from rramlib.nn.data import load_dataset
 from rramlib.nn.ddp import train_ddp
 from rramlib.nn.models import build_model
 
-__all__ = ["add_train_arguments", "profile_overrides", "start", "train_command", "under_torchrun"]
+__all__ = ["add_train_arguments", "profile_overrides", "restore_shipped", "start", "train_command", "under_torchrun"]
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,9 +86,25 @@ def start(args: argparse.Namespace) -> tuple[Profile, torch.device, Cache]:
     return profile, device, Cache(args.cache_dir or default_cache_dir())
 
 
+def restore_shipped(profile: Profile, cache: Cache) -> None:
+    """Copy what the record of ``profile`` ships into ``cache`` (:func:`rramlib.study.recorded.restore_models`:
+    trained base models, checkpoints of unfinished ones), so that a fresh checkout trains only what is missing;
+    prints what was copied and why a shipped model was not."""
+    if cache.root is None or os.environ.get("RANK", "0") != "0":
+        return
+    restored = recorded.restore_models(profile.name, cache.root)
+    if restored.copied:
+        print(f"results cache: copied in {len(restored.copied)} file(s) shipped with recorded/{profile.name}/",
+              file=sys.stderr)
+    for note in restored.notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
 def train_command(args: argparse.Namespace) -> int:
-    """``rramlib train``: data-parallel under torchrun, else in this process; prints where the model is."""
+    """``rramlib train``: data-parallel under torchrun, else in this process; prints where the model is. First
+    copies in the base models (and training checkpoints) the profile's record ships (:func:`restore_shipped`)."""
     profile, device, cache = start(args)
+    restore_shipped(profile, cache)
     for seed in args.base_seeds or profile.base_seeds:
         seeded = profile.with_base_seed(seed)
         if under_torchrun():
@@ -123,6 +142,7 @@ def _train_data_parallel(args: argparse.Namespace, profile: Profile, device: tor
             history = train_ddp(model, splits, profile.train, device=device, progress=not args.quiet,
                                 num_workers=args.num_workers, checkpoint=checkpoint)
             if rank == 0:
+                history["wall_seconds"] = sum(history["epoch_seconds"])
                 state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                 cache.save("model", key, {"state_dict": state, "history": history})
                 if checkpoint is not None:

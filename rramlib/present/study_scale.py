@@ -224,14 +224,17 @@ def record_page(rec: Recorded) -> str:
     else:
         lines += [f"**Base models** shipped with the record (`recorded/{rec.profile}/cache/model/`), trained in "
                   f"{prov.get('base_model_precision', '?')}:", "",
-                  "| base seed | cache entry | epochs | training wall time (last call) | drift-free validation "
+                  "| base seed | cache entry | epochs | training wall time | drift-free validation "
                   "accuracy | drift-free test accuracy | numeric environment |", "|--:|:--|--:|--:|--:|--:|:--|"]
         for m in models:
             test = rec.number("03_comparison", f"drift_free_acc_base_seed_{m.get('base_seed')}")
             lines.append(f"| {m.get('base_seed')} | `{str(m.get('key', '?'))[:12]}` | {m.get('epochs', '?')} "
                          f"| {_duration(m.get('wall_s'))} | {_number(m.get('val_accuracy'), '{:.4f}')} "
                          f"| {_number(test, '{:.4f}')} | {_cell(_numerics_text(m.get('numerics')))} |")
-        lines += ["", "A training interrupted and resumed from its last finished epoch counts its wall time from the "
+        summed = all(m.get("wall_s_all_calls") for m in models)
+        lines += ["", "The training wall time sums the wall times of every epoch, over every call of a training "
+                  "interrupted and resumed from its last finished epoch." if summed else
+                  "A training interrupted and resumed from its last finished epoch counts its wall time from the "
                   "resume: the column gives the last call's time, not the whole training's.", ""]
     libraries = ", ".join(f"{k} {v}" for k, v in (prov.get("libraries") or {}).items()) or "not in this record"
     machine = prov.get("machine") or {}

@@ -312,6 +312,7 @@ def _base_models(profile: str, results: Mapping[str, dict], cache_dir: Path,
         found.append(({"base_seed": seed, "file": file, "sha256": _sha256(data), "data_source": source,
                        "precision": prof.train.precision, **identity,
                        "epochs": len(history.get("train_loss", [])), "wall_s": history.get("wall_seconds"),
+                       "wall_s_all_calls": "epoch_seconds" in history,
                        "val_accuracy": (history.get("val_accuracy") or [None])[-1]}, data))
     if missing:
         raise RramlibError(f"the results cache {str(cache_dir)!r} holds no trained base model of profile {profile!r} "
@@ -450,12 +451,19 @@ def restore_models(profile: str, cache_dir: str | os.PathLike, folder: str | os.
     profile no longer has, or an entry the provenance does not describe (copied unchecked: a damaged one fails
     its checksum on reading and is trained again). To train from scratch, delete the record's ``cache/`` folder
     (or the copied entry) before building.
+
+    A base model whose training has not finished may travel beside them as its training checkpoint
+    (``model/<key>.ckpt``, :func:`rramlib.study.base_model.checkpoint_path`): it is copied where the cache holds
+    neither that model nor a checkpoint of it, so that the training resumes after the checkpoint's last finished
+    epoch on another machine (a checkpoint written for another configuration is ignored by the training). A
+    record replaces the whole folder, so the checkpoints never outlive the next record.
     """
     folder = Path(folder) if folder is not None else RECORDED_DIR / profile
     shipped = folder / SHIPPED_CACHE
     entries = sorted(shipped.glob("*/*.pt")) if shipped.is_dir() else []
+    checkpoints = sorted(shipped.glob("model/*.ckpt")) if shipped.is_dir() else []
     rec = load(profile, folder, book_profile="")
-    if not entries and not rec.exists:
+    if not entries and not checkpoints and not rec.exists:
         return Restored([], [])
     models = (rec.provenance or {}).get("base_models")
     described = {m.get("file"): m for m in (models if isinstance(models, list) else []) if isinstance(m, dict)}
@@ -490,6 +498,10 @@ def restore_models(profile: str, cache_dir: str | os.PathLike, folder: str | os.
     for path in usable:
         target = Path(cache_dir) / path.relative_to(shipped)
         if not target.exists():
+            copied.append(atomic_write(target, path.read_bytes()))
+    for path in checkpoints:
+        target = Path(cache_dir) / path.relative_to(shipped)
+        if not target.exists() and not target.with_suffix(".pt").exists():
             copied.append(atomic_write(target, path.read_bytes()))
     return Restored(copied, notes)
 
