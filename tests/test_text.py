@@ -302,10 +302,13 @@ def test_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
     monkeypatch.setattr(study_text, "accuracy", stop_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         train_text(model(), splits, cfg, checkpoint=ckpt)
-    assert study_text.load_checked(ckpt, study_text._MAGIC)["epoch"] == 1
+    saved = study_text.load_checked(ckpt, study_text._MAGIC)
+    assert saved["epoch"] == 1 and len(saved["history"]["epoch_seconds"]) == 1
     resumed = model()
     history = train_text(resumed, splits, cfg, checkpoint=ckpt)
     assert len(calls) == 3 and len(history["train_loss"]) == 2  # one more epoch, two in the history
+    assert history["epoch_seconds"][0] == saved["history"]["epoch_seconds"][0] > 0  # the first call's epoch counts
+    assert len(history["epoch_seconds"]) == 2
     assert all(torch.equal(p, q) for p, q in zip(straight.state_dict().values(), resumed.state_dict().values()))
 
 
