@@ -363,3 +363,14 @@ def test_the_command_line_runs_a_profile_and_refuses_bad_input(tmp_path, capsys)
     assert main([*args, "--data-root", str(folder), "--out", str(tmp_path / "out.json")]) == 0
     written = json.loads((tmp_path / "out.json").read_text())
     assert written["metadata"]["profile"] == "smoke" and len(written["records"]) == 1 + 2 * 3
+
+
+def test_a_text_profile_is_evaluated_on_its_whole_test_split():
+    """The drift pipeline reads a profile's ``n_test`` (the test subset its chips read, part of every chip's cache
+    key): a text profile has none, its test split's size is set when its data are loaded (``data.n_test``)."""
+    from rramlib.study.profiles import get_profile
+    from rramlib.study.text import TEXT_PROFILES
+
+    for profile in TEXT_PROFILES.values():
+        assert profile.n_test is None and "n_test" not in profile.as_dict()
+    assert get_profile("cifar_subset").n_test == 2000 and get_profile("cifar").n_test is None

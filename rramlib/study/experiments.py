@@ -40,9 +40,8 @@ from rramlib.core.seeding import eval_chips
 from rramlib.core.times import parse_time
 
 __all__ = [
-    "SweepConfig", "run_sweep", "Experiment",
-    "prepare", "fit_method", "fit_level", "chip_accuracies", "chip_correct", "correct_predictions", "correctness", "crossbar_sweep",
-    "switching_times",
+    "SweepConfig", "run_sweep", "Experiment", "prepare", "fit_method", "fit_level", "chip_accuracies", "chip_correct",
+    "correct_predictions", "correctness", "crossbar_sweep", "switching_times",
 ]
 
 
@@ -170,13 +169,12 @@ def chip_correct(exp: "Experiment", config: SweepConfig, method: Method, seed: i
     work a sweep runs in-process or as one cluster task (:mod:`rramlib.study.cluster`). The test split is named by
     the profile's ``n_test`` (with the data and its seed, which the base model's key holds, it fixes the images):
     profiles that share a base model and its fits, such as ``cifar`` and ``cifar_subset``, read different test
-    images (a profile without ``n_test``, e.g. a text profile, reads its whole test split: None). ``test``: the
+    images (a text profile reads its whole test split: None). ``test``: the
     test tensors on the device, if already at hand.
     """
     device = resolve_device(exp.profile.device)
     times = [parse_time(t) for t in exp.profile.times]
-    n_test = getattr(exp.profile, "n_test", None)
-    key = {**exp.fit_key, **method.config(), "times": times, "chip_seed": seed, "n_test": n_test,
+    key = {**exp.fit_key, **method.config(), "times": times, "chip_seed": seed, "n_test": exp.profile.n_test,
            **config.crossbar_key()}
 
     def compute() -> dict:
@@ -262,10 +260,10 @@ def prepare(
     base = train_base_model(profile, data_root=data_root, download=download, cache=cache, progress=progress)
     drift = config.drift_model()
     schedule = schedule or log_windows(profile.levels)
-    ctx = FitContext(model=base.model, splits=base.splits, drift=drift, schedule=schedule, mapping=config.resolved_mapping(),
-                     per_channel=config.per_channel, n_conductance_states=config.n_conductance_states,
-                     readout=config.readout, train_chips=profile.train_chips,
-                     device=str(resolve_device(profile.device)), progress=progress)
+    ctx = FitContext(model=base.model, splits=base.splits, drift=drift, schedule=schedule,
+                     mapping=config.resolved_mapping(), per_channel=config.per_channel,
+                     n_conductance_states=config.n_conductance_states, readout=config.readout,
+                     train_chips=profile.train_chips, device=str(resolve_device(profile.device)), progress=progress)
     fit_key = {
         "base_model": base.key, "preset": config.preset, "drift": drift.params(), "mapping": config.resolved_mapping(),
         "per_channel": config.per_channel, "n_conductance_states": config.n_conductance_states,

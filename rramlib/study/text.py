@@ -104,6 +104,12 @@ class TextProfile(Config):
         "help": "compensation methods' hyper-parameters: {method: {name: value}} (checked by the drift pipeline)"})
     description: str = field(default="", metadata={"help": "one line for listings"})
 
+    @property
+    def n_test(self) -> None:
+        """The test subset the drift pipeline evaluates on (:attr:`rramlib.study.profiles.Profile.n_test`): None,
+        the whole test split, whose size ``data.n_test`` sets when the data are loaded."""
+        return None
+
     def _validate(self) -> None:
         if not isinstance(self.data, TextDataConfig) or not isinstance(self.train, TextTrainConfig):
             raise RramlibError("a TextProfile's data is a TextDataConfig and its train a TextTrainConfig")
