@@ -242,3 +242,9 @@ def test_place_labels_do_not_overlap():
     boxes = [t.get_window_extent(renderer) for t in texts]
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     plt.close(fig)
+
+
+@pytest.mark.parametrize("size, label", [(2_348_490, "2.35 MB"), (1e6, "1 MB"), (409_920, "410 kB"),
+                                         (22_016, "22 kB"), (9_480, "9.48 kB"), (80, "80 B"), (0, "0 B")])
+def test_byte_labels_keep_three_significant_digits(size, label):
+    assert plotting.byte_label(size) == label

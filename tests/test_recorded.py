@@ -780,7 +780,7 @@ def test_the_first_page_opens_with_the_recorded_answer(tmp_path, package):
         "| method | retained, % of drift-free (95 % interval) | accuracy (95 % interval) | storage |",
         "|:--|--:|--:|--:|",
         f"| {METHOD_LABELS['none']} | 67.8 (66.7 to 69.1) | 0.610 (0.600 to 0.622) | 0 B |",
-        f"| {METHOD_LABELS['vera_plus_layer']} | 95.6 (94.4 to 96.9) | 0.860 (0.850 to 0.872) | 16.296 kB |", "",
+        f"| {METHOD_LABELS['vera_plus_layer']} | 95.6 (94.4 to 96.9) | 0.860 (0.850 to 0.872) | 16.3 kB |", "",
         verdict + ".", "", f"Source: {rec.caption('03_comparison')}.", ""])
     _notebook(notebooks / "03_comparison.ipynb", code="changed = True")
     stale = recorded.load("smoke", dest, package_dir=package, notebooks_dir=notebooks)

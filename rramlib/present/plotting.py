@@ -317,11 +317,11 @@ def weight_error_curves(errors, models: dict, main: str | None = None):
 
 # ------------------------------------------------------------------------------------ accuracy vs storage (F9)
 def byte_label(b: float) -> str:
-    """``1.5 kB``, ``2 MB``, ``12 B`` (1 kB = 1000 bytes)."""
+    """``1.5 kB``, ``2.35 MB``, ``12 B``: three significant digits at most (1 kB = 1000 bytes)."""
     for unit, size in (("MB", 1e6), ("kB", 1e3)):
         if b >= size:
-            return f"{b / size:g} {unit}"
-    return f"{b:g} B"
+            return f"{b / size:.3g} {unit}"
+    return f"{b:.3g} B"
 
 
 #: label positions tried around a point: (dx, dy) in points and the text alignment
