@@ -788,6 +788,33 @@ def test_the_first_page_opens_with_the_recorded_answer(tmp_path, package):
     assert "STALE: code cells of notebook 03_comparison changed" in study_scale.recorded_answer(stale)
 
 
+def test_every_readout_has_its_table_with_the_paired_differences(tmp_path, package, capsys):
+    from rramlib.cli.main import main as cli_main
+    from rramlib.present.plotting import METHOD_LABELS
+
+    rows = _interval_rows()
+    rows["d_bn_mean"], rows["d_bn_low"], rows["d_bn_high"] = -0.25, -0.27, -0.23
+    rows["d_vera_mean"], rows["d_vera_low"], rows["d_vera_high"] = float("nan"), float("nan"), float("nan")
+    numbers = {"verdict": "V", "verdict_readout": "gdc", "verdict_gdc": "on gdc, this", "verdict_raw": "on raw, that"}
+    notebooks, dest = _comparison_record(tmp_path, numbers, {"T1_intervals": rows})
+    rec = recorded.load("smoke", dest, package_dir=package, notebooks_dir=notebooks)
+    text = study_scale.readout_tables(rec.results["03_comparison"])
+    assert text.index("**gdc readout, 10y after programming**, the readout the book leads with") < text.index(
+        "**raw readout, 10y after programming** (95 % intervals")  # the lead first, at the latest time only
+    assert "1y" not in text and text.count("| method | accuracy |") == 2
+    assert (f"| {METHOD_LABELS['vera_plus_layer']} | 0.8600 (0.8500 to 0.8720) | 95.6 (94.4 to 96.9) | 0.70 "
+            f"| -25.00 (-27.00 to -23.00) | - | 16.3 kB |") in text
+    assert f"| {METHOD_LABELS['none']} | 0.6100 (0.6000 to 0.6220) | 67.8 (66.7 to 69.1) | n/a |" in text
+    assert text.index("On gdc, this.") < text.index("**raw readout") < text.index("On raw, that.")
+    assert study_scale.readout_tables(None) == "" == study_scale.readout_tables({"numbers": numbers})
+    assert cli_main(["recorded", "--profile", "smoke", "--dest", str(dest)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("**What the study-scale build found**, 10y after programming, chips read gdc:")
+    assert text in out and f"Source: {rec.caption('03_comparison')}." in out
+    assert cli_main(["recorded", "--profile", "smoke", "--dest", str(tmp_path / "none")]) == 2
+    assert "error: nothing is recorded for profile 'smoke'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("numbers, tables, lacking", [
     ({"drift_free_acc": 0.9}, {}, "T1_intervals, verdict, verdict_readout"),  # today's record
     ({"verdict": "A sentence.", "verdict_readout": "raw"}, {"T1_intervals": _interval_rows().query("readout == 'gdc'")},

@@ -109,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--data-root", default=None, metavar="DIR",
                      help="dataset folder of the profile (e.g. CIFAR-10); default $RRAMLIB_DATA_ROOT")
 
+    shown = sub.add_parser("recorded", help="print what a recorded build found (Markdown), and whether it is current",
+                           description="Print the record of PROFILE as the book shows it: the answer first (the lead "
+                                       "readout at the latest headline time, with intervals, and the verdict), every "
+                                       "readout's table with the paired differences to BN and to cross-layer VeRA+, "
+                                       "and where the numbers come from (STALE and why, once the code changed).")
+    add_config_option(shown, "--profile", SweepConfig, "profile", default="cifar")
+    shown.add_argument("--dest", default=None, metavar="DIR", help="record folder (default recorded/<profile>)")
+
     sub.add_parser("presets", help="list the drift presets and their parameters")
     sub.add_parser("profiles", help="list the profiles")
     sub.add_parser("methods", help="list the compensation methods and their hyper-parameters")
@@ -194,6 +202,19 @@ def _record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recorded(args: argparse.Namespace) -> int:
+    from rramlib.present import study_scale
+    from rramlib.study import recorded
+
+    rec = recorded.load(args.profile, args.dest, book_profile="")
+    if not rec.exists:
+        raise RramlibError(f"nothing is recorded for profile {args.profile!r}"
+                           f"{' in ' + repr(args.dest) if args.dest else ''}: {rec.caption(study_scale.COMPARISON)}")
+    print(study_scale.recorded_answer(rec))
+    print(study_scale.readout_tables(rec.results.get(study_scale.COMPARISON)))
+    return 0
+
+
 def _presets() -> int:
     for name, cls in PRESETS.items():
         doc = (cls.__doc__ or "").strip().splitlines()[0]
@@ -219,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        commands = {"sweep": _sweep, "train": train_command, "book": _book, "record": _record, "presets": lambda a: _presets(),
-                    "profiles": lambda a: _profiles(), "methods": lambda a: _methods()}
+        commands = {"sweep": _sweep, "train": train_command, "book": _book, "record": _record, "recorded": _recorded,
+                    "presets": lambda a: _presets(), "profiles": lambda a: _profiles(), "methods": lambda a: _methods()}
         return commands[args.command](args)
     except RramlibError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -27,7 +27,7 @@ from rramlib.study.analysis import with_spread
 from rramlib.study.recorded import Recorded, cpu_text
 
 __all__ = ["COMPARISON", "CONFIDENCE", "INTERVALS", "VERDICT", "VERDICT_READOUT", "comparison_table", "figures",
-           "accuracy_curves", "answer_first", "recorded_answer", "record_page"]
+           "accuracy_curves", "answer_first", "readout_tables", "recorded_answer", "record_page"]
 
 #: The comparison chapter, whose results the first page reads.
 COMPARISON = "03_comparison"
@@ -162,6 +162,47 @@ def answer_first(results: Mapping | None, source: str) -> str:
                      f"| {_interval(row, 'acc_mean', 'acc_low', 'acc_high', '{:.3f}')} "
                      f"| {'n/a' if _missing(storage) else byte_label(storage)} |")
     lines += ["", _sentence(str(verdict)), "", f"Source: {source}.", ""]
+    return "\n".join(lines)
+
+
+def _pp(row: Mapping, stem: str) -> str:
+    """``"-0.70 (-0.93 to -0.45)"``: the paired difference ``d_<stem>`` of a T1 row in percentage points; ``-``
+    where it has none (the reference's own row)."""
+    scaled = {k: None if _missing(row.get(f"d_{stem}_{k}")) else 100 * row[f"d_{stem}_{k}"]
+              for k in ("mean", "low", "high")}
+    return "-" if scaled["mean"] is None else _interval(scaled, "mean", "low", "high", "{:+.2f}")
+
+
+def readout_tables(results: Mapping | None) -> str:
+    """Every readout's table T1 at the latest time of :data:`INTERVALS`, the readout the book leads with first
+    (markdown): per method the accuracy and the retained share with their intervals, recovered, the paired
+    differences method - BN and method - cross-layer VeRA+ in points with their intervals, and the storage; after
+    each table, its readout's verdict (the number ``verdict_<readout>``). Empty where the results lack the table."""
+    numbers, tables = (results or {}).get("numbers") or {}, (results or {}).get("tables") or {}
+    rows = [r for r in tables.get(INTERVALS) or [] if isinstance(r, Mapping)]
+    if not rows:
+        return ""
+    latest = max(dict.fromkeys(str(r.get("time")) for r in rows), key=_seconds)
+    readouts = list(dict.fromkeys(str(r.get("readout")) for r in rows))
+    lead = numbers.get(VERDICT_READOUT)
+    readouts.sort(key=lambda r: r != lead)
+    level = f"{100 * CONFIDENCE:g} %"
+    lines = []
+    for readout in readouts:
+        lines += [f"**{readout} readout, {latest} after programming**"
+                  f"{', the readout the book leads with' if readout == lead else ''} ({level} intervals; vs: the "
+                  f"paired difference, method minus the reference, in points):", "",
+                  "| method | accuracy | retained, % of drift-free | recovered | vs BN | vs VeRA+ (cross-layer) "
+                  "| storage |", "|:--|--:|--:|--:|--:|--:|--:|"]
+        for row in (r for r in rows if str(r.get("readout")) == readout and str(r.get("time")) == latest):
+            method, storage = str(row.get("method")), row.get("storage_bytes")
+            lines.append(f"| {_cell(METHOD_LABELS.get(method, method))} "
+                         f"| {_interval(row, 'acc_mean', 'acc_low', 'acc_high', '{:.4f}')} "
+                         f"| {_interval(row, 'retained_pct', 'retained_low', 'retained_high', '{:.1f}')} "
+                         f"| {_number(row.get('recovered'), '{:.2f}')} | {_pp(row, 'bn')} | {_pp(row, 'vera')} "
+                         f"| {'n/a' if _missing(storage) else byte_label(storage)} |")
+        verdict = numbers.get(f"verdict_{readout}")
+        lines += ["", *([_sentence(str(verdict)), ""] if verdict else [])]
     return "\n".join(lines)
 
 
