@@ -163,7 +163,7 @@ def test_train_subcommand_copies_in_the_models_its_record_ships(tmp_path, capsys
     cache = tmp_path / "fresh"
     assert cli_main(["train", "--profile", "smoke", "--epochs", "1", "--cache-dir", str(cache), "--quiet"]) == 0
     out = capsys.readouterr()
-    assert "copied in 2 file(s) shipped with recorded/smoke/" in out.err
+    assert "results cache: 2 files shipped with recorded/smoke/ copied in" in out.err
     assert out.out.strip().endswith(f"accuracy {trained.accuracy:.4f}; cached in {cache / 'model' / f'{trained.key}.pt'}")
     assert (cache / "model" / "another.ckpt").read_bytes() == b"an unfinished training"
 

@@ -554,6 +554,15 @@ def test_restore_copies_a_shipped_training_checkpoint_only_where_the_cache_has_n
     assert (target / "model" / "unfinished.ckpt").read_bytes() == b"epoch 41"  # never replaced
 
 
+def test_what_a_restore_did_reads_as_one_line_for_the_copies_and_one_per_note():
+    one, two = Path("model/a.pt"), Path("model/b.ckpt")
+    assert recorded.Restored([], []).lines("cifar") == []
+    lines = recorded.Restored([one, two], ["seed 2: torch version differs", "x.pt is not described"]).lines("cifar")
+    assert lines[0].startswith("results cache: 2 files shipped with recorded/cifar/ copied in")
+    assert lines[1:] == ["note: seed 2: torch version differs", "note: x.pt is not described"]
+    assert recorded.Restored([one], []).lines("smoke")[0].startswith("results cache: 1 file shipped with recorded/smoke/")
+
+
 def test_the_record_says_whether_a_training_wall_time_covers_every_call(shipped, tmp_path):
     from rramlib.core.cache import Cache
 
@@ -620,7 +629,7 @@ def test_the_book_builder_restores_its_cache_from_the_record_and_writes_the_stud
     book.build("smoke", tmp_path / "out", html=False, notebooks_dir=notebooks, book_dir=book_dir,
                log=lambda *a, **k: lines.append(a[0]))
     assert torch.equal(Cache(tmp_path / "cache").load("model", "k1")["w"], torch.ones(2))
-    assert any("1 entry shipped with recorded/smoke/" in line for line in lines)
+    assert any("results cache: 1 file shipped with recorded/smoke/ copied in" in line for line in lines)
     staged = tmp_path / "out" / "src" / "results"
     nothing = recorded.load(book_profile="smoke")
     assert (staged / STUDY_SCALE_PAGES["answer"]).read_text() == study_scale.recorded_answer(nothing)

@@ -489,12 +489,8 @@ def build(profile: str = "quick", out: str | os.PathLike | None = None, *, force
     cache_dir = recorded.book_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
     restored = recorded.restore_models(profile, cache_dir, environment=numeric_environment(profile))
-    if restored.copied:
-        entries = "1 entry" if len(restored.copied) == 1 else f"{len(restored.copied)} entries"
-        log(f"results cache: {entries} shipped with recorded/{profile}/ copied in (the record's trained base "
-            f"models, or the training checkpoints of unfinished ones)")
-    for note in restored.notes:
-        log(f"note: {note}")
+    for line in restored.lines(profile):
+        log(line)
     result = BuildResult(profile=profile, out=out, jobs=jobs)
     times_path = results / "build_times.json"
     plan = _plan(profile, notebooks, extra, declared, after, executed_dir, results)

@@ -93,11 +93,8 @@ def restore_shipped(profile: Profile, cache: Cache) -> None:
     if cache.root is None or os.environ.get("RANK", "0") != "0":
         return
     restored = recorded.restore_models(profile.name, cache.root)
-    if restored.copied:
-        print(f"results cache: copied in {len(restored.copied)} file(s) shipped with recorded/{profile.name}/",
-              file=sys.stderr)
-    for note in restored.notes:
-        print(f"note: {note}", file=sys.stderr)
+    for line in restored.lines(profile.name):
+        print(line, file=sys.stderr)
 
 
 def train_command(args: argparse.Namespace) -> int:

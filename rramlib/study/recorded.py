@@ -434,6 +434,15 @@ class Restored:
     copied: list[Path]
     notes: list[str]
 
+    def lines(self, profile: str) -> list[str]:
+        """What a build or a training prints about it: one line for the copied files, if any, then one per note."""
+        copied = []
+        if self.copied:
+            files = "1 file" if len(self.copied) == 1 else f"{len(self.copied)} files"
+            copied = [f"results cache: {files} shipped with recorded/{profile}/ copied in (the record's trained base "
+                      "models, or the training checkpoints of unfinished ones)"]
+        return copied + [f"note: {note}" for note in self.notes]
+
 
 def restore_models(profile: str, cache_dir: str | os.PathLike, folder: str | os.PathLike | None = None, *,
                    environment: Mapping[str, str] | None = None,
