@@ -265,16 +265,19 @@ def record_page(rec: Recorded) -> str:
     else:
         lines += [f"**Base models** shipped with the record (`recorded/{rec.profile}/cache/model/`), trained in "
                   f"{prov.get('base_model_precision', '?')}:", "",
-                  "| base seed | cache entry | epochs | training wall time | drift-free validation "
-                  "accuracy | drift-free test accuracy | numeric environment |", "|--:|:--|--:|--:|--:|--:|:--|"]
+                  "| base seed | cache entry | epochs | training wall time | median epoch | drift-free validation "
+                  "accuracy | drift-free test accuracy | numeric environment |", "|--:|:--|--:|--:|--:|--:|--:|:--|"]
         for m in models:
             test = rec.number("03_comparison", f"drift_free_acc_base_seed_{m.get('base_seed')}")
             lines.append(f"| {m.get('base_seed')} | `{str(m.get('key', '?'))[:12]}` | {m.get('epochs', '?')} "
-                         f"| {_duration(m.get('wall_s'))} | {_number(m.get('val_accuracy'), '{:.4f}')} "
+                         f"| {_duration(m.get('wall_s'))} | {_number(m.get('epoch_s_median'), '{:.1f} s')} "
+                         f"| {_number(m.get('val_accuracy'), '{:.4f}')} "
                          f"| {_number(test, '{:.4f}')} | {_cell(_numerics_text(m.get('numerics')))} |")
         summed = all(m.get("wall_s_all_calls") for m in models)
         lines += ["", "The training wall time sums the wall times of every epoch, over every call of a training "
-                  "interrupted and resumed from its last finished epoch." if summed else
+                  "interrupted and resumed from its last finished epoch; an epoch that shared the cores with other "
+                  "work, or was paused, counts in full, so the median epoch times the epochs is what an undisturbed "
+                  "training takes." if summed else
                   "A training interrupted and resumed from its last finished epoch counts its wall time from the "
                   "resume: the column gives the last call's time, not the whole training's.", ""]
     libraries = ", ".join(f"{k} {v}" for k, v in (prov.get("libraries") or {}).items()) or "not in this record"

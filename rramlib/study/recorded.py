@@ -44,6 +44,7 @@ import importlib.metadata
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import uuid
 from collections.abc import Mapping
@@ -313,6 +314,8 @@ def _base_models(profile: str, results: Mapping[str, dict], cache_dir: Path,
                        "precision": prof.train.precision, **identity,
                        "epochs": len(history.get("train_loss", [])), "wall_s": history.get("wall_seconds"),
                        "wall_s_all_calls": "epoch_seconds" in history,
+                       "epoch_s_median": statistics.median(history["epoch_seconds"])
+                       if history.get("epoch_seconds") else None,
                        "val_accuracy": (history.get("val_accuracy") or [None])[-1]}, data))
     if missing:
         raise RramlibError(f"the results cache {str(cache_dir)!r} holds no trained base model of profile {profile!r} "
